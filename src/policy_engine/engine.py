@@ -1,0 +1,231 @@
+"""The public objects: ``Engine`` (a compiled policy, ready to decide), ``Decision``, ``Outcome``."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from collections.abc import Iterator, Mapping
+from decimal import Decimal
+from typing import Any, Literal
+
+from . import ir
+from .compile import ENGINE_VERSION, compile_or_raise
+from .diagnostics import Diagnostic, make
+from .evaluate import Backend, Case, NotInForce, Unknown
+from .intake import as_date, read_facts
+
+Level = Literal["summary", "fails", "full"]
+Lang = Literal["zh", "en"]
+
+ENTITIES = ("household", "member", "village", "township", "county", "institution", "month")
+
+
+class Outcome:
+    """The result of one decision for one case: its outputs, status and reasons."""
+
+    __slots__ = ("id", "status", "outputs", "missing", "reason", "label", "cites", "fired_rows")
+
+    def __init__(self, id: str, status: str, outputs: dict[str, Any], missing: tuple[str, ...],
+                 reason: str | None, label: ir.Label, cites: tuple[ir.Cite, ...], fired_rows: tuple[str, ...]):
+        self.id = id
+        #: "decided" | "needs_information" | "not_in_force"
+        self.status = status
+        self.outputs = outputs
+        #: the facts that were needed and not given (paths such as ``members[0].income.wages``)
+        self.missing = missing
+        self.reason = reason
+        self.label = label
+        self.cites = cites
+        #: ids of the rows that fired in this decision's table, in the order they fired
+        self.fired_rows = fired_rows
+
+    def __getattr__(self, name: str) -> Any:
+        outputs = object.__getattribute__(self, "outputs")
+        if name in outputs:
+            value = outputs[name]
+            return None if isinstance(value, Unknown) else value
+        raise AttributeError(f"decision `{object.__getattribute__(self, 'id')}` has no output `{name}`"
+                             f" (outputs: {', '.join(outputs) or 'none'})")
+
+    def __repr__(self) -> str:
+        shown = ", ".join(f"{k}={_show(v)}" for k, v in self.outputs.items())
+        return f"Outcome({self.id}: {self.status}{'; ' + shown if shown else ''})"
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, Unknown):
+        return "unknown"
+    return str(value)
+
+
+class Decision(Mapping[str, Outcome]):
+    """Every decision of one entity for one case, as of one date. A value, not an error."""
+
+    def __init__(self, engine: Engine, facts: Any, as_of: dt.date, entity: str,
+                 outcomes: dict[str, Outcome], events: tuple[tuple[Any, ...], ...] | None):
+        self._engine = engine
+        self._facts = facts
+        self.as_of = as_of
+        self.entity = entity
+        self._outcomes = outcomes
+        self._events = events
+        version = engine.policy.version_at(as_of)
+        self.policy_version = version.version if version else None
+        statuses = {o.status for o in outcomes.values()}
+        #: "needs_information" when any decision needs facts that were not given, else "decided"
+        self.status = "needs_information" if "needs_information" in statuses else "decided"
+
+    def __getitem__(self, decision_id: str) -> Outcome:
+        try:
+            return self._outcomes[decision_id]
+        except KeyError:
+            from .diagnostics import did_you_mean
+
+            hint = did_you_mean(decision_id, self._outcomes)
+            raise KeyError(f"no decision `{decision_id}` for entity {self.entity}"
+                           + (f"; {hint}" if hint else "")) from None
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._outcomes)
+
+    def __len__(self) -> int:
+        return len(self._outcomes)
+
+    @property
+    def events(self) -> tuple[tuple[Any, ...], ...]:
+        """The trace; recorded now if the decision was made with ``trace=False``."""
+        if self._events is None:
+            self._events = self._engine.decide(self._facts, self.as_of, self.entity, trace=True)._events
+        assert self._events is not None
+        return self._events
+
+    @property
+    def policy(self) -> ir.CompiledPolicy:
+        return self._engine.policy
+
+    def explain(self, lang: Lang = "zh", level: Level = "summary") -> str:
+        """Plain sentences citing document and clause; ``fails`` and ``full`` show more."""
+        from .explain import render
+
+        return render(self, lang, level)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-able record (schema: ``schemas/decision.schema.json``)."""
+        from .explain import record
+
+        return record(self)
+
+    def __repr__(self) -> str:
+        return f"Decision({self.entity} as of {self.as_of}: {self.status}, {list(self._outcomes.values())})"
+
+
+class Engine:
+    """A compiled policy package, ready to decide cases. Immutable and thread-safe to share."""
+
+    def __init__(self, policy: ir.CompiledPolicy, diagnostics: list[Diagnostic] | None = None,
+                 path: str | None = None):
+        self.policy = policy
+        #: warnings found while compiling (for example rules without a legal reference)
+        self.diagnostics = list(diagnostics or [])
+        self.path = path
+        self._backends: dict[bool, Backend] = {}
+        self._by_entity: dict[str, list[ir.DecisionNode]] = {}
+        self._tables: dict[str, ir.Table] = {
+            n.id if isinstance(n, ir.DecisionNode) else n.name: n.table
+            for n in (*policy.decisions, *policy.derived) if n.table is not None
+        }
+        for decision in policy.decisions:
+            self._by_entity.setdefault(decision.entity, []).append(decision)
+
+    def __repr__(self) -> str:
+        return f"Engine({self.policy.id}, {len(self.policy.decisions)} decisions, {self.policy.content_hash[:19]})"
+
+    def _backend(self, trace: bool) -> Backend:
+        backend = self._backends.get(trace)
+        if backend is None:
+            backend = self._backends[trace] = Backend(self.policy, trace)
+        return backend
+
+    def decision_ids(self, entity: str | None = None) -> list[str]:
+        return [d.id for d in self.policy.decisions if entity is None or d.entity == entity]
+
+    def decide(self, facts: Any, as_of: dt.date | str, entity: str = "household",
+               decisions: list[str] | None = None, trace: bool = True) -> Decision:
+        """Decide every decision of ``entity`` (or the ``decisions`` named) for one case.
+
+        ``as_of`` is required: the date whose rules and parameter values apply. ``trace=False``
+        skips recording the explanation events (they are recorded on demand later).
+        """
+        day = as_date(as_of)
+        if entity not in ENTITIES:
+            from .diagnostics import FactsError, did_you_mean
+
+            raise FactsError([make("PE403", f"unknown entity `{entity}`", path="entity",
+                                   hint=did_you_mean(entity, ENTITIES) or f"one of {', '.join(ENTITIES)}")])
+        wanted = self._by_entity.get(entity, [])
+        if decisions is not None:
+            known = {d.id: d for d in wanted}
+            missing = [d for d in decisions if d not in known]
+            if missing:
+                from .diagnostics import FactsError, did_you_mean
+
+                raise FactsError([make("PE403", f"no decision `{d}` for entity {entity}", path="decisions",
+                                       hint=did_you_mean(d, known)) for d in missing])
+            wanted = [known[d] for d in decisions]
+        values, members = read_facts(self.policy.inputs, facts, entity)
+        backend = self._backend(trace)
+        events: list[tuple[Any, ...]] | None = [] if trace else None
+        case = Case(values, members, day, events)
+        for node in wanted:
+            try:
+                backend.runners[node.id](case)
+            except NotInForce as stop:  # pragma: no cover - runners catch their own
+                case.outcomes[node.id] = ("not_in_force", {}, stop.reason, stop.cites)
+        outcomes: dict[str, Outcome] = {}
+        fired = self._fired_rows(events) if events is not None else {}
+        for node in wanted:
+            status, outputs, detail, cites = case.outcomes[node.id]
+            missing = tuple(detail) if status == "needs_information" else ()
+            reason = detail if status == "not_in_force" else None
+            outcomes[node.id] = Outcome(node.id, status, dict(outputs), missing, reason, node.label,
+                                        tuple(cites) or node.cites, fired.get(node.id, ()))
+        return Decision(self, facts, day, entity, outcomes, tuple(events) if events is not None else None)
+
+    def _fired_rows(self, events: list[tuple[Any, ...]]) -> dict[str, tuple[str, ...]]:
+        out: dict[str, tuple[str, ...]] = {}
+        for event in events:
+            if event[0] == "fired":
+                table = self._tables.get(event[1])
+                if table is not None:
+                    out[event[1]] = tuple(table.rows[i].id for i in event[2])
+        return out
+
+    def catalogue(self, as_of: dt.date | str | None = None) -> dict[str, Any]:
+        """Decisions, inputs and parameters (with the value in force ``as_of``) as plain data."""
+        from .explain import catalogue
+
+        return catalogue(self.policy, as_date(as_of) if as_of is not None else None)
+
+
+def load(path: str | os.PathLike[str]) -> Engine:
+    """Load, validate and compile the policy package at ``path`` (layering resolved).
+
+    Raises ``PolicyError`` carrying every diagnostic when the package has errors.
+    """
+    policy, diagnostics = compile_or_raise(path)
+    return Engine(policy, diagnostics, os.fspath(path))
+
+
+def json_value(value: Any) -> Any:
+    """Exact JSON form of a value: money as a decimal string, dates ISO, lists as lists."""
+    if isinstance(value, Unknown):
+        return {"unknown": sorted(value.missing)}
+    if isinstance(value, bool) or value is None or isinstance(value, (int, str)):
+        return value
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    if isinstance(value, (list, tuple)):
+        return [json_value(v) for v in value]
+    return str(value)

@@ -1,0 +1,735 @@
+"""Stage 4, evaluate (scalar backend): one case at a time, exact, with an optional trace.
+
+The backend generates Python closures from the IR once per compiled policy (one set with
+tracing, one without, so that tracing costs nothing when it is off). Values are ``Decimal`` /
+``int`` / ``bool`` / ``str`` / ``date`` / ``None`` (null), or ``Unknown``: a fact the caller did
+not give, which spreads through the computation (three-valued logic) and turns the decisions that
+need it into ``needs_information``.
+"""
+
+from __future__ import annotations
+
+import calendar
+import datetime as dt
+from collections.abc import Callable
+from decimal import (
+    ROUND_CEILING,
+    ROUND_DOWN,
+    ROUND_FLOOR,
+    ROUND_HALF_EVEN,
+    ROUND_HALF_UP,
+    ROUND_UP,
+    Context,
+    Decimal,
+    DivisionByZero,
+    InvalidOperation,
+)
+from typing import Any
+
+from . import ir
+from .diagnostics import PolicyError, make
+
+#: The one arithmetic context: independent of the caller's global decimal context.
+CONTEXT = Context(prec=34, rounding=ROUND_HALF_EVEN, traps=[InvalidOperation, DivisionByZero])
+ROUNDING_MODES = {
+    "half_up": ROUND_HALF_UP, "half_even": ROUND_HALF_EVEN, "down": ROUND_DOWN, "up": ROUND_UP,
+    "floor": ROUND_FLOOR, "ceiling": ROUND_CEILING,
+}
+
+
+class Unknown:
+    """A value that depends on facts the caller did not give; ``missing`` names them."""
+
+    __slots__ = ("missing",)
+
+    def __init__(self, missing: frozenset[str]):
+        self.missing = missing
+
+    def __repr__(self) -> str:
+        return f"Unknown({sorted(self.missing)})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Unknown) and other.missing == self.missing
+
+    def __hash__(self) -> int:
+        return hash(self.missing)
+
+
+def _merge(*values: Any) -> Unknown:
+    missing: frozenset[str] = frozenset()
+    for v in values:
+        if type(v) is Unknown:
+            missing = missing | v.missing
+    return Unknown(missing)
+
+
+class NotInForce(Exception):
+    def __init__(self, reason: str, cites: tuple[ir.Cite, ...] = ()):
+        super().__init__(reason)
+        self.reason = reason
+        self.cites = cites
+
+
+class Case:
+    """The state of one evaluation."""
+
+    __slots__ = ("values", "members", "as_of", "memo", "trace", "outcomes")
+
+    def __init__(self, values: dict[str, Any], members: list[dict[str, Any]] | None, as_of: dt.date,
+                 trace: list[tuple[Any, ...]] | None):
+        self.values = values
+        self.members = members
+        self.as_of = as_of
+        self.memo: dict[Any, Any] = {}
+        self.trace = trace
+        self.outcomes: dict[str, Any] = {}
+
+
+Fn = Callable[[Case, Any], Any]
+
+
+def _round(value: Any, rounding: ir.Rounding) -> Any:
+    if type(value) is Decimal or type(value) is int:
+        return Decimal(value).quantize(rounding.unit, rounding=ROUNDING_MODES[rounding.mode], context=CONTEXT)
+    return value
+
+
+def _cmp(op: str, a: Any, b: Any) -> bool | None:
+    if a is None or b is None:
+        return None
+    try:
+        if op == "<":
+            return bool(a < b)
+        if op == "<=":
+            return bool(a <= b)
+        if op == ">":
+            return bool(a > b)
+        if op == ">=":
+            return bool(a >= b)
+        if op == "==":
+            return bool(a == b)
+        return bool(a != b)
+    except TypeError:
+        return None
+
+
+def _age(born: dt.date, on: dt.date) -> int:
+    return on.year - born.year - ((on.month, on.day) < (born.month, born.day))
+
+
+def _months_between(a: dt.date, b: dt.date) -> int:
+    months = (b.year - a.year) * 12 + (b.month - a.month)
+    if months > 0 and b.day < a.day and b.day != calendar.monthrange(b.year, b.month)[1]:
+        months -= 1
+    elif months < 0 and b.day > a.day:
+        months += 1
+    return months
+
+
+def _add_months(d: dt.date, n: int) -> dt.date:
+    month_index = d.year * 12 + (d.month - 1) + n
+    year, month = divmod(month_index, 12)
+    last = calendar.monthrange(year, month + 1)[1]
+    return dt.date(year, month + 1, min(d.day, last))
+
+
+class Backend:
+    """Closures generated from one CompiledPolicy, with or without tracing."""
+
+    def __init__(self, policy: ir.CompiledPolicy, trace: bool):
+        self.policy = policy
+        self.tracing = trace
+        self.getters: dict[str, Fn] = {}
+        self.decisions: dict[str, ir.DecisionNode] = {d.id: d for d in policy.decisions}
+        self.runners: dict[str, Callable[[Case], None]] = {}
+        for node in policy.inputs:
+            self.getters[node.name] = self._input(node)
+        for param in policy.parameters:
+            self.getters[param.name] = self._parameter(param)
+        for derived in policy.derived:
+            self.getters[derived.name] = self._derived(derived)
+        for decision in policy.decisions:
+            self.runners[decision.id] = self._decision(decision)
+            for output in decision.outputs:
+                self.getters[output.name] = self._output_getter(decision.id, output.name)
+
+    # -- leaves -------------------------------------------------------------------------------
+
+    def _input(self, node: ir.InputNode) -> Fn:
+        name = node.name
+        tracing = self.tracing
+        path = ".".join(node.path)
+        if node.entity == "member":
+            def member_input(c: Case, m: Any) -> Any:
+                members = c.members
+                if members is None:
+                    return Unknown(frozenset(("members",)))
+                value = members[m].get(name, _ABSENT)
+                if value is _ABSENT:
+                    value = Unknown(frozenset((f"members[{m}].{path}",)))
+                if tracing and c.trace is not None and ("i", name, m) not in c.memo:
+                    c.memo[("i", name, m)] = True
+                    c.trace.append(("input", name, m, value))
+                return value
+            return member_input
+
+        def entity_input(c: Case, m: Any) -> Any:
+            value = c.values.get(name, _ABSENT)
+            if value is _ABSENT:
+                value = Unknown(frozenset((path,)))
+            if tracing and c.trace is not None and ("i", name) not in c.memo:
+                c.memo[("i", name)] = True
+                c.trace.append(("input", name, None, value))
+            return value
+        return entity_input
+
+    def _parameter(self, node: ir.ParameterNode) -> Fn:
+        name = node.name
+        tracing = self.tracing
+        dated = [(v.start, v.end, {k: val for k, val in v.entries}, v) for v in node.values]
+        getters = self.getters
+        by = node.by
+
+        def parameter(c: Case, m: Any) -> Any:
+            chosen = None
+            for start, end, index, value in dated:
+                if start <= c.as_of and (end is None or c.as_of <= end):
+                    chosen = (index, value)
+            if chosen is None:
+                first = dated[0][0].isoformat() if dated else "ever"
+                raise NotInForce(f"parameter `{name}` has no value in force on {c.as_of.isoformat()} "
+                                 f"(values start {first})", node.cites)
+            index, dated_value = chosen
+            if by:
+                parts = []
+                for dim in by:
+                    v = getters[dim](c, m)
+                    if type(v) is Unknown:
+                        return v
+                    parts.append("true" if v is True else "false" if v is False else str(v))
+                key = tuple(parts)
+            else:
+                key = ()
+            if key not in index:
+                raise PolicyError([make("PE303", f"parameter `{name}` has no value for "
+                                         f"{', '.join(f'{d}={k}' for d, k in zip(by, key))} on {c.as_of}",
+                                         path=f"parameters.{name}")])
+            value = index[key]
+            if tracing and c.trace is not None:
+                c.trace.append(("param", name, key, value, dated_value.start, dated_value.provenance))
+            return value
+        return parameter
+
+    def _derived(self, node: ir.DerivedNode) -> Fn:
+        name = node.name
+        tracing = self.tracing
+        rounding = self.policy.rounding
+        money = node.type == "money"
+        if node.table is not None:
+            table = self._table(node.table)
+
+            def compute(c: Case, m: Any) -> Any:
+                return table(c, m)[0]
+        else:
+            assert node.expr is not None
+            compute = self.expr(node.expr)
+
+        if node.entity == "member":
+            def member_value(c: Case, m: Any) -> Any:
+                key = (name, m)
+                memo = c.memo
+                if key in memo:
+                    return memo[key]
+                value = compute(c, m)
+                if money:
+                    value = _round(value, rounding)
+                memo[key] = value
+                if tracing and c.trace is not None:
+                    c.trace.append(("derived", name, m, value))
+                return value
+            return member_value
+
+        def entity_value(c: Case, m: Any) -> Any:
+            memo = c.memo
+            if name in memo:
+                return memo[name]
+            value = compute(c, None)
+            if money:
+                value = _round(value, rounding)
+            memo[name] = value
+            if tracing and c.trace is not None:
+                c.trace.append(("derived", name, None, value))
+            return value
+        return entity_value
+
+    def _output_getter(self, decision_id: str, qualified: str) -> Fn:
+        runners = self.runners
+
+        def output(c: Case, m: Any) -> Any:
+            memo = c.memo
+            if qualified not in memo:
+                runners[decision_id](c)
+                if qualified not in memo:
+                    outcome = c.outcomes.get(decision_id)
+                    if outcome is not None and outcome[0] == "not_in_force":
+                        raise NotInForce(outcome[2], outcome[3])
+            return memo[qualified]
+        return output
+
+    # -- decisions ------------------------------------------------------------------------------
+
+    def _decision(self, node: ir.DecisionNode) -> Callable[[Case], None]:
+        table = self._table(node.table) if node.table is not None else None
+        table_index = {name: i for i, name in enumerate(node.table.outputs)} if node.table else {}
+        steps: list[tuple[str, str, Fn | None, bool]] = []
+        for output in node.outputs:
+            fn = self.expr(output.expr) if output.expr is not None else None
+            steps.append((output.name, output.short, fn, output.type == "money"))
+        rounding = self.policy.rounding
+        tracing = self.tracing
+        window = node.in_force
+        decision_id = node.id
+        cites = node.cites
+
+        def run(c: Case) -> None:
+            if decision_id in c.outcomes:
+                return
+            if window is not None and not window.contains(c.as_of):
+                reason = (f"not in force on {c.as_of.isoformat()} (in force "
+                          f"{window.start.isoformat()} to {window.end.isoformat() if window.end else 'open'})")
+                c.outcomes[decision_id] = ("not_in_force", {}, reason, cites)
+                if tracing and c.trace is not None:
+                    c.trace.append(("decision", decision_id, "not_in_force", reason))
+                return
+            c.outcomes[decision_id] = ("running", {}, None, ())
+            values: dict[str, Any] = {}
+            try:
+                table_values = table(c, None) if table is not None else ()
+                for qualified, short, fn, money in steps:
+                    if fn is None:
+                        value = table_values[table_index[short]]
+                    else:
+                        value = fn(c, None)
+                    if money:
+                        value = _round(value, rounding)
+                    c.memo[qualified] = value
+                    values[short] = value
+                    if tracing and c.trace is not None:
+                        c.trace.append(("output", decision_id, short, value))
+            except NotInForce as stop:
+                c.outcomes[decision_id] = ("not_in_force", {}, stop.reason, stop.cites)
+                if tracing and c.trace is not None:
+                    c.trace.append(("decision", decision_id, "not_in_force", stop.reason))
+                return
+            unknown = [v for v in values.values() if type(v) is Unknown]
+            if unknown:
+                missing = tuple(sorted(_merge(*unknown).missing))
+                c.outcomes[decision_id] = ("needs_information", values, missing, ())
+                if tracing and c.trace is not None:
+                    c.trace.append(("decision", decision_id, "needs_information", missing))
+            else:
+                c.outcomes[decision_id] = ("decided", values, None, ())
+                if tracing and c.trace is not None:
+                    c.trace.append(("decision", decision_id, "decided", None))
+        return run
+
+    # -- tables ---------------------------------------------------------------------------------
+
+    def _table(self, table: ir.Table) -> Callable[[Case, Any], tuple[Any, ...]]:
+        inputs = [self.expr(e) for e in table.inputs]
+        rows = []
+        for index, row in enumerate(table.rows):
+            tests = [(i, self._test(t)) for i, t in enumerate(row.tests) if t.kind != "any"]
+            outputs = [self.expr(e) for e in row.outputs]
+            rows.append((index, row.id, tests, outputs, row.in_force))
+        defaults = [self.expr(d) if d is not None else None for d in table.defaults]
+        hit = table.hit
+        owner = table.owner
+        tracing = self.tracing
+        n_out = len(table.outputs)
+        priorities = [{v: i for i, v in enumerate(p)} for p in table.priorities]
+        row_ids = [r.id for r in table.rows]
+
+        def evaluate(c: Case, m: Any) -> tuple[Any, ...]:
+            trace = c.trace if tracing else None
+            actual: list[Any] = [_UNSET] * len(inputs)
+            matched: list[tuple[int, list[Any]]] = []
+            unknown_rows: list[Unknown] = []
+            for index, row_id, tests, outputs, in_force in rows:
+                if in_force is not None and not in_force.contains(c.as_of):
+                    if trace is not None:
+                        trace.append(("skip_row", owner, index))
+                    continue
+                result: Any = True
+                cells: list[tuple[Any, ...]] = []
+                for col, test in tests:
+                    value = actual[col]
+                    if value is _UNSET:
+                        value = actual[col] = inputs[col](c, m)
+                    passed, a, b = test(c, m, value)
+                    if trace is not None:
+                        cells.append((col, value, passed, a, b))
+                    if passed is False:
+                        result = False
+                        break
+                    if type(passed) is Unknown:
+                        result = passed if result is True else _merge(result, passed)
+                if trace is not None:
+                    trace.append(("row", owner, index, result, tuple(cells)))
+                if result is True:
+                    if unknown_rows and hit == "F":
+                        break
+                    matched.append((index, [f(c, m) for f in outputs]))
+                    if hit == "F":
+                        break
+                elif result is not False:
+                    unknown_rows.append(result)
+            if unknown_rows:
+                u = _merge(*unknown_rows)
+                return tuple(u for _ in range(n_out))
+            if not matched:
+                if trace is not None:
+                    trace.append(("nomatch", owner))
+                return tuple(d(c, m) if d is not None else None for d in defaults)
+            if trace is not None:
+                trace.append(("fired", owner, tuple(i for i, _ in matched), hit))
+            return _apply_hit(hit, matched, n_out, priorities, owner, row_ids)
+        return evaluate
+
+    def _test(self, test: ir.Test) -> Callable[[Case, Any, Any], tuple[Any, Any, Any]]:
+        kind = test.kind
+        if kind == "any":
+            return lambda c, m, v: (True, None, None)
+        if kind == "null":
+            return lambda c, m, v: (v if type(v) is Unknown else v is None, None, None)
+        if kind == "compare":
+            assert test.a is not None
+            endpoint = self.expr(test.a)
+            op = test.op or "=="
+
+            def compare(c: Case, m: Any, v: Any) -> tuple[Any, Any, Any]:
+                a = endpoint(c, m)
+                if type(v) is Unknown or type(a) is Unknown:
+                    return _merge(v, a), a, None
+                result = _cmp(op, v, a)
+                return (result is True), a, None
+            return compare
+        if kind == "range":
+            assert test.a is not None and test.b is not None
+            low, high = self.expr(test.a), self.expr(test.b)
+            low_op = ">=" if test.low_closed else ">"
+            high_op = "<=" if test.high_closed else "<"
+
+            def in_range(c: Case, m: Any, v: Any) -> tuple[Any, Any, Any]:
+                a, b = low(c, m), high(c, m)
+                if type(v) is Unknown or type(a) is Unknown or type(b) is Unknown:
+                    return _merge(v, a, b), a, b
+                return (_cmp(low_op, v, a) is True and _cmp(high_op, v, b) is True), a, b
+            return in_range
+        subtests = [self._test(t) for t in test.tests]
+        negate = kind == "not"
+
+        def any_of(c: Case, m: Any, v: Any) -> tuple[Any, Any, Any]:
+            unknown: list[Any] = []
+            for sub in subtests:
+                passed, _, _ = sub(c, m, v)
+                if passed is True:
+                    return (not negate), None, None
+                if type(passed) is Unknown:
+                    unknown.append(passed)
+            if unknown:
+                return _merge(*unknown), None, None
+            return negate, None, None
+        return any_of
+
+    # -- expressions ----------------------------------------------------------------------------
+
+    def expr(self, e: ir.Expr) -> Fn:  # noqa: C901 - one dispatch over the IR's node kinds
+        if isinstance(e, ir.Const):
+            value = e.value
+            return lambda c, m: value
+        if isinstance(e, ir.AsOf):
+            return lambda c, m: c.as_of
+        if isinstance(e, ir.Ref):
+            getters = self.getters
+            name = e.name
+            return lambda c, m: getters[name](c, m)
+        if isinstance(e, ir.Unary):
+            f = self.expr(e.operand)
+            if e.op == "not":
+                def not_(c: Case, m: Any) -> Any:
+                    v = f(c, m)
+                    if type(v) is Unknown or v is None:
+                        return v
+                    return not v
+                return not_
+            if e.op == "neg":
+                def neg(c: Case, m: Any) -> Any:
+                    v = f(c, m)
+                    if type(v) is Unknown or v is None:
+                        return v
+                    return -v
+                return neg
+            return f
+        if isinstance(e, ir.Binary):
+            return self._binary(e)
+        if isinstance(e, ir.Compare):
+            left, right, op = self.expr(e.left), self.expr(e.right), e.op
+
+            def compare(c: Case, m: Any) -> Any:
+                a = left(c, m)
+                b = right(c, m)
+                if type(a) is Unknown or type(b) is Unknown:
+                    return _merge(a, b)
+                return _cmp(op, a, b)
+            return compare
+        if isinstance(e, ir.BoolOp):
+            operands = [self.expr(o) for o in e.operands]
+            stop = e.op == "or"  # the value that decides: True for or, False for and
+
+            def boolop(c: Case, m: Any) -> Any:
+                unknown: list[Any] = []
+                null = False
+                for f in operands:
+                    v = f(c, m)
+                    if v is stop:
+                        return stop
+                    if type(v) is Unknown:
+                        unknown.append(v)
+                    elif v is None:
+                        null = True
+                if unknown:
+                    return _merge(*unknown)
+                return None if null else (not stop)
+            return boolop
+        if isinstance(e, ir.IfElse):
+            cond, then, otherwise = self.expr(e.condition), self.expr(e.then), self.expr(e.otherwise)
+
+            def if_else(c: Case, m: Any) -> Any:
+                v = cond(c, m)
+                if type(v) is Unknown:
+                    return v
+                return then(c, m) if v is True else otherwise(c, m)
+            return if_else
+        if isinstance(e, ir.In):
+            item = self.expr(e.item)
+            options = [self.expr(o) for o in e.options]
+            negate = e.negate
+
+            def in_(c: Case, m: Any) -> Any:
+                v = item(c, m)
+                if type(v) is Unknown or v is None:
+                    return v
+                unknown = []
+                for f in options:
+                    o = f(c, m)
+                    if type(o) is Unknown:
+                        unknown.append(o)
+                    elif o == v:
+                        return not negate
+                if unknown:
+                    return _merge(*unknown)
+                return negate
+            return in_
+        if isinstance(e, ir.Call):
+            return self._call(e)
+        if isinstance(e, ir.Aggregate):
+            return self._aggregate(e)
+        raise TypeError(f"unknown IR node {e!r}")  # pragma: no cover - the compiler builds the IR
+
+    def _binary(self, e: ir.Binary) -> Fn:
+        left, right = self.expr(e.left), self.expr(e.right)
+        op = e.op
+        integer = e.type == "integer" and e.left.type == "integer" and e.right.type == "integer"
+        if op == "+":
+            raw: Callable[[Any, Any], Any] = (lambda a, b: a + b) if integer else CONTEXT.add
+        elif op == "-":
+            raw = (lambda a, b: a - b) if integer else CONTEXT.subtract
+        elif op == "*":
+            raw = (lambda a, b: a * b) if integer else CONTEXT.multiply
+        elif op == "/":
+            raw = CONTEXT.divide
+        elif op == "//":
+            raw = lambda a, b: int(CONTEXT.divide_int(a, b)) if not (type(a) is int and type(b) is int) else a // b  # noqa: E731
+        elif op == "%":
+            raw = (lambda a, b: a % b) if integer else lambda a, b: CONTEXT.subtract(a, CONTEXT.multiply(b, (CONTEXT.divide(a, b)).to_integral_value(rounding=ROUND_FLOOR)))  # noqa: E731
+        else:
+            raw = (lambda a, b: a ** b) if integer else CONTEXT.power
+
+        def binary(c: Case, m: Any) -> Any:
+            a = left(c, m)
+            b = right(c, m)
+            if type(a) is Unknown or type(b) is Unknown:
+                return _merge(a, b)
+            if a is None or b is None:
+                return None
+            try:
+                return raw(a, b)
+            except (DivisionByZero, InvalidOperation, ZeroDivisionError):
+                return None  # FEEL: division by zero is null
+        return binary
+
+    def _call(self, e: ir.Call) -> Fn:
+        fn = e.function
+        args = [self.expr(a) for a in e.args]
+        rounding = self.policy.rounding
+
+        def values(c: Case, m: Any) -> list[Any] | Any:
+            vs = [a(c, m) for a in args]
+            for v in vs:
+                if type(v) is Unknown:
+                    return _merge(*vs)
+            if any(v is None for v in vs):
+                return None
+            return vs
+
+        impl: Callable[..., Any]
+        if fn == "min":
+            impl = min
+        elif fn == "max":
+            impl = max
+        elif fn == "abs":
+            impl = abs
+        elif fn == "floor":
+            impl = lambda x: int(Decimal(x).to_integral_value(rounding=ROUND_FLOOR))  # noqa: E731
+        elif fn == "ceil":
+            impl = lambda x: int(Decimal(x).to_integral_value(rounding=ROUND_CEILING))  # noqa: E731
+        elif fn == "round_money":
+            impl = lambda x: _round(x, rounding)  # noqa: E731
+        elif fn == "round":
+            impl = lambda x, q: Decimal(x).quantize(q, rounding=ROUND_HALF_UP, context=CONTEXT)  # noqa: E731
+        elif fn == "age":
+            def impl(born: dt.date) -> int:
+                raise AssertionError  # replaced below: needs as_of
+        elif fn == "months_between":
+            impl = _months_between
+        elif fn == "days_between":
+            impl = lambda a, b: (b - a).days  # noqa: E731
+        elif fn == "add_months":
+            impl = _add_months
+        elif fn == "add_days":
+            impl = lambda d, n: d + dt.timedelta(days=n)  # noqa: E731
+        else:  # pragma: no cover - the compiler accepts only the functions above
+            raise TypeError(fn)
+
+        if fn == "age":
+            def age(c: Case, m: Any) -> Any:
+                vs = values(c, m)
+                if type(vs) is not list:
+                    return vs
+                return _age(vs[0], c.as_of)
+            return age
+
+        def call(c: Case, m: Any) -> Any:
+            vs = values(c, m)
+            if type(vs) is not list:
+                return vs
+            try:
+                return impl(*vs)
+            except (OverflowError, ValueError, InvalidOperation):
+                return None
+        return call
+
+    def _aggregate(self, e: ir.Aggregate) -> Fn:
+        fn = e.function
+        body = self.expr(e.body) if e.body is not None else None
+        where = self.expr(e.where) if e.where is not None else None
+        integer = e.body is not None and e.body.type == "integer"
+
+        def aggregate(c: Case, m: Any) -> Any:
+            members = c.members
+            if members is None:
+                return Unknown(frozenset(("members",)))
+            unknown: list[Any] = []
+            picked: list[Any] = []
+            for i in range(len(members)):
+                if where is not None:
+                    ok = where(c, i)
+                    if type(ok) is Unknown:
+                        if fn in ("any", "all"):
+                            unknown.append(ok)
+                            continue
+                        unknown.append(ok)
+                        continue
+                    if fn == "any":
+                        if ok is True:
+                            return True
+                        continue
+                    if fn == "all":
+                        if ok is not True:
+                            return False
+                        continue
+                    if ok is not True:
+                        continue
+                if body is None:
+                    picked.append(1)
+                    continue
+                v = body(c, i)
+                if type(v) is Unknown:
+                    unknown.append(v)
+                else:
+                    picked.append(v)
+            if unknown:
+                return _merge(*unknown)
+            if fn == "count":
+                return len(picked)
+            if fn == "any":
+                return False
+            if fn == "all":
+                return True
+            if fn == "collect":
+                return tuple(picked)
+            values = [v for v in picked if v is not None]
+            if fn == "sum":
+                total: Any = 0 if integer else Decimal(0)
+                for v in values:
+                    total = total + v if integer else CONTEXT.add(total, v)
+                return total
+            if not values:
+                return None
+            return min(values) if fn == "min" else max(values)
+        return aggregate
+
+
+_ABSENT = object()
+_UNSET = object()
+
+
+def _apply_hit(hit: str, matched: list[tuple[int, list[Any]]], n_out: int,
+               priorities: list[dict[Any, int]], owner: str, row_ids: list[str]) -> tuple[Any, ...]:
+    if hit in ("F",) or len(matched) == 1 and hit in ("U", "A", "P"):
+        return tuple(matched[0][1])
+    if hit == "U":
+        ids = ", ".join(row_ids[i] for i, _ in matched)
+        raise PolicyError([make("PE301", f"table `{owner}` has hit policy U but rows {ids} all match",
+                                path=owner, hint="make the rows exclusive, or choose another hit policy")])
+    if hit == "A":
+        first = matched[0][1]
+        for index, outputs in matched[1:]:
+            if outputs != first:
+                raise PolicyError([make("PE302", f"table `{owner}` has hit policy A but rows "
+                                         f"{row_ids[matched[0][0]]} and {row_ids[index]} give different outputs",
+                                         path=owner)])
+        return tuple(first)
+    if hit in ("P", "O"):
+        def rank(entry: tuple[int, list[Any]]) -> tuple[int, ...]:
+            return tuple(priorities[o].get(entry[1][o], len(priorities[o])) for o in range(n_out))
+        ordered = sorted(matched, key=rank)  # stable: rule order breaks ties
+        if hit == "P":
+            return tuple(ordered[0][1])
+        return tuple(tuple(outputs[o] for _, outputs in ordered) for o in range(n_out))
+    if hit in ("R", "C"):
+        return tuple(tuple(outputs[o] for _, outputs in matched) for o in range(n_out))
+    if hit == "C#":  # DMN: count(list of outputs), every matched row counts
+        return (len(matched),)
+    values = [outputs[0] for _, outputs in matched if outputs[0] is not None]
+    if not values:
+        return (None,)
+    if hit == "C+":
+        total: Any = 0
+        for v in values:
+            total = CONTEXT.add(total, v) if not (type(total) is int and type(v) is int) else total + v
+        return (total,)
+    if hit == "C<":
+        return (min(values),)
+    return (max(values),)

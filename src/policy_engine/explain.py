@@ -1,0 +1,455 @@
+"""Stage 5, explain: filters over the recorded trace, and renderers (zh/en text, JSON record).
+
+``summary`` gives each decision's result, the rule that decided it with its citation, and for a
+benefit not granted the conditions that failed and by how much. ``fails`` lists every failed
+condition. ``full`` renders every event. All levels flag illustrative parameters.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+
+from . import ir
+from .compile import ENGINE_VERSION
+from .document import UNITS
+from .evaluate import Unknown
+
+if TYPE_CHECKING:
+    from .engine import Decision
+
+_T = {
+    "zh": {
+        "decided": "", "needs_information": "需要补充信息", "not_in_force": "未生效",
+        "missing": "缺少以下事实：{items}。", "basis": "依据：{cites}", "rule": "（规则 {row}）",
+        "not_in_force_reason": "本项决定在 {day} 不适用：{reason}。",
+        "illustrative": "注意：使用了示意性参数「{label}」= {value}{unit}（{note}），并非正式公布的数值，须由当地替换。",
+        "nomatch": "「{owner}」没有规则适用，取默认值。",
+        "true": "是", "false": "否", "null": "无", "unknown": "未知", "sep": "；", "colon": "：",
+        "above": "高于", "below": "低于", "equal": "等于", "not_equal": "不等于",
+        "fail_cmp": "{left} {actual}，{rel}{right} {limit}{margin}，不满足「{cell}」",
+        "margin": " {amount}", "fail_generic": "{left} 为 {actual}，不满足「{cell}」",
+        "row_line": "规则 {row}：{result}", "row_fired": "适用", "row_failed": "不适用", "row_unknown": "无法判断",
+        "param": "参数「{label}」= {value}{unit}（自 {start} 起，{prov}）",
+        "derived": "「{label}」= {value}{unit}", "input": "事实「{label}」= {value}{unit}",
+        "output": "结果「{label}」= {value}{unit}", "sourced": "已公布", "derived_p": "推算", "illustrative_p": "示意",
+        "period": "。", "fails_none": "没有不满足的条件。",
+    },
+    "en": {
+        "decided": "", "needs_information": "needs information", "not_in_force": "not in force",
+        "missing": "Missing facts: {items}.", "basis": "Basis: {cites}", "rule": " (rule {row})",
+        "not_in_force_reason": "This decision does not apply on {day}: {reason}.",
+        "illustrative": "Note: uses the illustrative parameter \"{label}\" = {value}{unit} ({note}), "
+                        "not a published figure; a locality must replace it.",
+        "nomatch": "No rule of \"{owner}\" applies; default used.",
+        "true": "yes", "false": "no", "null": "none", "unknown": "unknown", "sep": "; ", "colon": ": ",
+        "above": "is above", "below": "is below", "equal": "equals", "not_equal": "differs from",
+        "fail_cmp": "{left} {actual} {rel} {right} {limit}{margin}, so \"{cell}\" does not hold",
+        "margin": " by {amount}", "fail_generic": "{left} is {actual}, so \"{cell}\" does not hold",
+        "row_line": "rule {row}: {result}", "row_fired": "applies", "row_failed": "does not apply",
+        "row_unknown": "cannot be decided",
+        "param": "parameter \"{label}\" = {value}{unit} (from {start}, {prov})",
+        "derived": "\"{label}\" = {value}{unit}", "input": "fact \"{label}\" = {value}{unit}",
+        "output": "result \"{label}\" = {value}{unit}", "sourced": "sourced", "derived_p": "derived",
+        "illustrative_p": "illustrative", "period": ".", "fails_none": "No condition failed.",
+    },
+}
+
+
+class _Names:
+    """Labels, units and types of every name in a policy, for rendering."""
+
+    def __init__(self, policy: ir.CompiledPolicy):
+        self.policy = policy
+        self.info: dict[str, tuple[ir.Label, str | None, str]] = {}
+        for i in policy.inputs:
+            self.info[i.name] = (i.label, i.unit, i.type)
+        for p in policy.parameters:
+            self.info[p.name] = (p.label, p.unit, p.type)
+        for d in policy.derived:
+            self.info[d.name] = (d.label, d.unit, d.type)
+        self.decisions = {d.id: d for d in policy.decisions}
+        self.tables: dict[str, ir.Table] = {}
+        for dec in policy.decisions:
+            for o in dec.outputs:
+                self.info[o.name] = (o.label, o.unit, o.type)
+            if dec.table is not None:
+                self.tables[dec.id] = dec.table
+        for d in policy.derived:
+            if d.table is not None:
+                self.tables[d.name] = d.table
+        self.parameters = {p.name: p for p in policy.parameters}
+        self.derived = {d.name: d for d in policy.derived}
+        self.rounding = policy.rounding
+        self._deps: dict[str, set[str]] = {}
+
+    def label(self, name: str, lang: str) -> str:
+        info = self.info.get(name)
+        if info is None:
+            if name in self.decisions:
+                return getattr(self.decisions[name].label, lang)
+            return name
+        return getattr(info[0], lang)
+
+    def unit(self, name: str, lang: str) -> str:
+        info = self.info.get(name)
+        if info is None or info[1] is None:
+            return ""
+        text = UNITS[info[1]][0 if lang == "zh" else 1]
+        return (" " + text) if text else ""
+
+    def kind(self, name: str) -> str:
+        info = self.info.get(name)
+        return info[2] if info else ""
+
+    def depends(self, name: str) -> set[str]:
+        """Every name a decision or derived value depends on, transitively (itself included)."""
+        if name in self._deps:
+            return self._deps[name]
+        out: set[str] = {name}
+        self._deps[name] = out
+        direct: tuple[str, ...] = ()
+        if name in self.decisions:
+            direct = self.decisions[name].depends_on
+        elif name in self.derived:
+            direct = self.derived[name].depends_on
+        for ref in direct:
+            base = ref.split(".", 1)[0]
+            out.add(ref)
+            out |= self.depends(base)
+            for dim in self.parameters[ref].by if ref in self.parameters else ():
+                out |= self.depends(dim)
+        return out
+
+
+def fmt(value: Any, kind: str, lang: str, rounding: ir.Rounding | None = None) -> str:
+    t = _T[lang]
+    if isinstance(value, Unknown):
+        return t["unknown"]
+    if value is None:
+        return t["null"]
+    if value is True:
+        return t["true"]
+    if value is False:
+        return t["false"]
+    if isinstance(value, Decimal):
+        if kind == "money" and rounding is not None:
+            value = value.quantize(rounding.unit)
+        text = format(value, "f")
+        return text
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(fmt(v, "", lang, rounding) for v in value) + "]"
+    return str(value)
+
+
+def _cites(cites: tuple[ir.Cite, ...]) -> str:
+    return "、".join(c.render() for c in cites) if cites else ""
+
+
+def _cites_lang(cites: tuple[ir.Cite, ...], lang: str) -> str:
+    joiner = "、" if lang == "zh" else "; "
+    return joiner.join(c.render() for c in cites)
+
+
+def _failed_cell(names: _Names, table: ir.Table, row: ir.Row, cell: tuple[Any, ...], lang: str) -> str:
+    t = _T[lang]
+    col, actual, passed, a, b = cell
+    column_name = table.columns[col]
+    column_expr = table.inputs[col]
+    test = row.tests[col]
+    kind = column_expr.type
+    left = names.label(column_name, lang) if isinstance(column_expr, ir.Ref) else column_name
+    unit = names.unit(column_expr.name, lang) if isinstance(column_expr, ir.Ref) else ""
+    actual_text = fmt(actual, kind, lang, names.rounding) + unit
+    if test.kind == "compare" and test.op in ("<", "<=", ">", ">=") and a is not None and \
+            isinstance(actual, (int, Decimal)) and isinstance(a, (int, Decimal)):
+        if isinstance(test.a, ir.Ref):
+            right = names.label(test.a.name, lang)
+            limit_unit = names.unit(test.a.name, lang)
+        else:
+            right = test.text.lstrip("<>=! ").strip()
+            limit_unit = unit
+        diff = Decimal(actual) - Decimal(a)
+        rel = t["above"] if diff > 0 else t["below"] if diff < 0 else t["equal"]
+        margin = "" if diff == 0 else t["margin"].format(amount=fmt(abs(diff), kind, lang, names.rounding) + unit)
+        if lang == "zh" and diff != 0:
+            margin = " " + fmt(abs(diff), kind, lang, names.rounding) + unit.strip()
+        return t["fail_cmp"].format(left=left, actual=actual_text, rel=rel, right=right,
+                                    limit=fmt(a, kind, lang, names.rounding) + limit_unit,
+                                    margin=margin, cell=test.text)
+    return t["fail_generic"].format(left=left, actual=actual_text, cell=test.text)
+
+
+def _row_events(events: tuple[tuple[Any, ...], ...], owners: set[str]) -> list[tuple[Any, ...]]:
+    return [e for e in events if e[0] == "row" and e[1] in owners]
+
+
+def render(decision: Decision, lang: str = "zh", level: str = "summary") -> str:
+    if lang not in _T:
+        raise ValueError(f"lang must be zh or en, not {lang!r}")
+    if level not in ("summary", "fails", "full"):
+        raise ValueError(f"level must be summary, fails or full, not {level!r}")
+    t = _T[lang]
+    names = _Names(decision.policy)
+    events = decision.events
+    lines: list[str] = []
+    seen_row_events: dict[tuple[str, int], tuple[Any, ...]] = {}
+    fired: dict[str, tuple[int, ...]] = {}
+    for e in events:
+        if e[0] == "row":
+            seen_row_events[(e[1], e[2])] = e
+        elif e[0] == "fired":
+            fired[e[1]] = e[2]
+    illustrative: dict[str, tuple[Any, ...]] = {}
+    for e in events:
+        if e[0] == "param" and e[5] == "illustrative":
+            illustrative.setdefault(e[1], e)
+    for decision_id, outcome in decision.items():
+        node = names.decisions[decision_id]
+        label = getattr(node.label, lang)
+        if outcome.status == "not_in_force":
+            lines.append(f"{label}{t['colon']}{t['not_in_force']}{t['period']}")
+            lines.append("  " + t["not_in_force_reason"].format(day=decision.as_of.isoformat(), reason=outcome.reason))
+            if outcome.cites:
+                lines.append("  " + t["basis"].format(cites=_cites_lang(outcome.cites, lang)) + t["period"])
+            continue
+        parts = []
+        for output in node.outputs:
+            value = outcome.outputs.get(output.short)
+            unit = names.unit(output.name, lang)
+            out_label = getattr(output.label, lang)
+            parts.append(f"{out_label} {fmt(value, output.type, lang, names.rounding)}{unit if value is not None and not isinstance(value, Unknown) else ''}")
+        head = f"{label}{t['colon']}" + t["sep"].join(parts) + t["period"]
+        if outcome.status == "needs_information":
+            head = f"{label}{t['colon']}{t['needs_information']}{t['period']}"
+        lines.append(head)
+        if outcome.status == "needs_information":
+            items = ", ".join(outcome.missing)
+            lines.append("  " + t["missing"].format(items=items))
+        deps = names.depends(decision_id)
+        owners = {n for n in deps if n in names.tables} | ({decision_id} if decision_id in names.tables else set())
+        # the rule that decided
+        table = names.tables.get(decision_id)
+        if table is not None and decision_id in fired:
+            for index in fired[decision_id]:
+                row = table.rows[index]
+                lines.append("  " + t["basis"].format(cites=_cites_lang(row.cites, lang) or "-")
+                             + t["rule"].format(row=row.id) + t["period"])
+        elif node.cites:
+            lines.append("  " + t["basis"].format(cites=_cites_lang(node.cites, lang)) + t["period"])
+        # failed conditions
+        failed_lines: list[str] = []
+        for owner in sorted(owners, key=lambda o: (o != decision_id, o)):
+            owner_table = names.tables[owner]
+            fired_here = fired.get(owner, ())
+            for (row_owner, index), event in seen_row_events.items():
+                if row_owner != owner or event[3] is not False:
+                    continue
+                if level == "summary":
+                    if owner != decision_id:
+                        continue
+                    if fired_here and index > min(fired_here):
+                        continue
+                row = owner_table.rows[index]
+                cell = event[4][-1] if event[4] else None
+                if cell is None:
+                    continue
+                text = _failed_cell(names, owner_table, row, cell, lang)
+                cites = _cites_lang(row.cites, lang)
+                failed_lines.append("  " + (f"{t['rule'].format(row=row.id).strip(' （）()')}{t['colon']}" if level != "summary" else "")
+                                    + text + (f"（{cites}）" if lang == "zh" and cites else f" ({cites})" if cites else "")
+                                    + t["period"])
+        if level == "fails" and not failed_lines and outcome.status == "decided":
+            failed_lines.append("  " + t["fails_none"])
+        lines.extend(failed_lines)
+        for param_name, event in illustrative.items():
+            if param_name in deps:
+                param = names.parameters[param_name]
+                dated = next((v for v in param.values if v.start == event[4]), None)
+                note = (dated.note if dated and dated.note else param.note) or t["illustrative_p"]
+                lines.append("  " + t["illustrative"].format(
+                    label=getattr(param.label, lang), value=fmt(event[3], param.type, lang, names.rounding),
+                    unit=names.unit(param_name, lang), note=note))
+    if level == "full":
+        lines.append("")
+        lines.append("—" * 8 + (" 计算过程 " if lang == "zh" else " trace ") + "—" * 8)
+        for e in events:
+            line = _event_line(names, e, lang)
+            if line:
+                lines.append(line)
+    return "\n".join(lines)
+
+
+def _event_line(names: _Names, e: tuple[Any, ...], lang: str) -> str | None:
+    t = _T[lang]
+    kind = e[0]
+    if kind == "input":
+        where = f"[{e[2]}]" if e[2] is not None else ""
+        return "· " + t["input"].format(label=names.label(e[1], lang) + where,
+                                        value=fmt(e[3], names.kind(e[1]), lang, names.rounding),
+                                        unit=names.unit(e[1], lang) if not isinstance(e[3], Unknown) else "")
+    if kind == "param":
+        prov = {"sourced": t["sourced"], "derived": t["derived_p"], "illustrative": t["illustrative_p"]}[e[5]]
+        key = f"[{', '.join(e[2])}]" if e[2] else ""
+        return "· " + t["param"].format(label=names.label(e[1], lang) + key,
+                                        value=fmt(e[3], names.kind(e[1]), lang, names.rounding),
+                                        unit=names.unit(e[1], lang), start=e[4].isoformat(), prov=prov)
+    if kind == "derived":
+        where = f"[{e[2]}]" if e[2] is not None else ""
+        return "· " + t["derived"].format(label=names.label(e[1], lang) + where,
+                                          value=fmt(e[3], names.kind(e[1]), lang, names.rounding),
+                                          unit=names.unit(e[1], lang) if not isinstance(e[3], Unknown) else "")
+    if kind == "row":
+        table = names.tables[e[1]]
+        row = table.rows[e[2]]
+        result = t["row_fired"] if e[3] is True else t["row_failed"] if e[3] is False else t["row_unknown"]
+        text = "· " + names.label(e[1], lang) + " " + t["row_line"].format(row=row.id, result=result)
+        if e[3] is False and e[4]:
+            text += t["colon"] + _failed_cell(names, table, row, e[4][-1], lang)
+        cites = _cites_lang(row.cites, lang)
+        return text + (f"（{cites}）" if lang == "zh" and cites else f" ({cites})" if cites else "")
+    if kind == "nomatch":
+        return "· " + t["nomatch"].format(owner=names.label(e[1], lang))
+    if kind == "output":
+        name = f"{e[1]}.{e[2]}"
+        return "· " + t["output"].format(label=names.label(e[1], lang) + "/" + names.label(name, lang),
+                                         value=fmt(e[3], names.kind(name), lang, names.rounding),
+                                         unit=names.unit(name, lang) if not isinstance(e[3], Unknown) else "")
+    return None
+
+
+# --- the JSON record ------------------------------------------------------------------------
+
+RECORD_SCHEMA = "policy_engine/decision/v1"
+
+
+def _event_dict(names: _Names, e: tuple[Any, ...]) -> dict[str, Any]:
+    from .engine import json_value
+
+    kind = e[0]
+    if kind == "input":
+        return {"event": "input_read", "name": e[1], "member": e[2], "value": json_value(e[3])}
+    if kind == "param":
+        return {"event": "parameter_read", "name": e[1], "key": list(e[2]), "value": json_value(e[3]),
+                "effective_from": e[4].isoformat(), "provenance": e[5]}
+    if kind == "derived":
+        return {"event": "value_derived", "name": e[1], "member": e[2], "value": json_value(e[3]),
+                "from": sorted(r for r in names.derived[e[1]].depends_on) if e[1] in names.derived else []}
+    if kind == "row":
+        table = names.tables[e[1]]
+        return {
+            "event": "row_tested", "table": e[1], "row": table.rows[e[2]].id,
+            "result": "matched" if e[3] is True else "failed" if e[3] is False else "unknown",
+            "cells": [{"column": table.columns[c[0]], "actual": json_value(c[1]),
+                       "test": table.rows[e[2]].tests[c[0]].text,
+                       "passed": c[2] if isinstance(c[2], bool) else None,
+                       "endpoint": json_value(c[3])} for c in e[4]],
+        }
+    if kind == "fired":
+        table = names.tables[e[1]]
+        return {"event": "row_fired", "table": e[1], "rows": [table.rows[i].id for i in e[2]], "hit": e[3]}
+    if kind == "nomatch":
+        return {"event": "no_row_matched", "table": e[1]}
+    if kind == "skip_row":
+        return {"event": "row_not_in_force", "table": e[1], "row": names.tables[e[1]].rows[e[2]].id}
+    if kind == "output":
+        return {"event": "output_produced", "decision": e[1], "output": e[2], "value": json_value(e[3])}
+    if kind == "decision":
+        detail = list(e[3]) if isinstance(e[3], tuple) else e[3]
+        return {"event": "decision_status", "decision": e[1], "status": e[2], "detail": detail}
+    return {"event": kind}  # pragma: no cover
+
+
+def record(decision: Decision) -> dict[str, Any]:
+    from .engine import json_value
+
+    policy = decision.policy
+    names = _Names(policy)
+    version = policy.version_at(decision.as_of)
+    outcomes = {}
+    for decision_id, outcome in decision.items():
+        outcomes[decision_id] = {
+            "status": outcome.status,
+            "outputs": {k: json_value(v) for k, v in outcome.outputs.items()},
+            "missing": list(outcome.missing),
+            "reason": outcome.reason,
+            "fired_rows": list(outcome.fired_rows),
+            "cites": [c.render() for c in outcome.cites],
+        }
+    return {
+        "schema": RECORD_SCHEMA,
+        "engine_version": ENGINE_VERSION,
+        "as_of": decision.as_of.isoformat(),
+        "entity": decision.entity,
+        "status": decision.status,
+        "policy": {
+            "id": policy.id,
+            "chain": list(policy.chain),
+            "jurisdiction_code": policy.jurisdiction_code,
+            "version": version.version if version else None,
+            "effective_from": version.start.isoformat() if version else None,
+            "effective_to": version.end.isoformat() if version and version.end else None,
+            "content_hash": policy.content_hash,
+        },
+        "decisions": outcomes,
+        "events": [_event_dict(names, e) for e in decision.events],
+    }
+
+
+# --- the catalogue --------------------------------------------------------------------------
+
+
+def catalogue(policy: ir.CompiledPolicy, as_of: dt.date | None) -> dict[str, Any]:
+    from .engine import json_value
+
+    def value_at(p: ir.ParameterNode) -> Any:
+        if as_of is None:
+            return None
+        chosen = None
+        for v in p.values:
+            if v.start <= as_of and (v.end is None or as_of <= v.end):
+                chosen = v
+        if chosen is None:
+            return None
+        entries = {"/".join(k) if k else "": json_value(val) for k, val in chosen.entries}
+        return {"effective_from": chosen.start.isoformat(), "provenance": chosen.provenance,
+                "values": entries[""] if list(entries) == [""] else entries, "source": chosen.source,
+                "note": chosen.note}
+
+    return {
+        "policy": {"id": policy.id, "title": {"zh": policy.title.zh, "en": policy.title.en},
+                   "jurisdiction_code": policy.jurisdiction_code, "chain": list(policy.chain),
+                   "content_hash": policy.content_hash,
+                   "versions": [{"version": v.version, "effective_from": v.start.isoformat(),
+                                 "effective_to": v.end.isoformat() if v.end else None} for v in policy.versions]},
+        "as_of": as_of.isoformat() if as_of else None,
+        "decisions": [
+            {"id": d.id, "entity": d.entity, "label": {"zh": d.label.zh, "en": d.label.en},
+             "cites": [c.render() for c in d.cites],
+             "in_force": ({"from": d.in_force.start.isoformat(),
+                           "to": d.in_force.end.isoformat() if d.in_force.end else None} if d.in_force else None),
+             "outputs": [{"name": o.short, "type": o.type, "unit": o.unit,
+                          "label": {"zh": o.label.zh, "en": o.label.en}} for o in d.outputs],
+             "rows": [{"id": r.id, "cites": [c.render() for c in r.cites]} for r in d.table.rows] if d.table else []}
+            for d in policy.decisions
+        ],
+        "inputs": [
+            {"name": i.name, "entity": i.entity, "path": ".".join(i.path), "type": i.type, "unit": i.unit,
+             "values": list(i.values) or None, "label": {"zh": i.label.zh, "en": i.label.en}}
+            for i in policy.inputs
+        ],
+        "parameters": [
+            {"name": p.name, "type": p.type, "unit": p.unit, "by": list(p.by), "provenance": p.provenance,
+             "label": {"zh": p.label.zh, "en": p.label.en}, "source": p.source, "note": p.note,
+             "cites": [c.render() for c in p.cites], "value": value_at(p),
+             "history": [{"effective_from": v.start.isoformat(), "provenance": v.provenance,
+                          "values": {"/".join(k) if k else "": json_value(val) for k, val in v.entries}}
+                         for v in p.values]}
+            for p in policy.parameters
+        ],
+        "not_modelled": [{"cites": [c.render() for c in n.cites], "reason": n.reason, "package": n.package}
+                         for n in policy.not_modelled],
+    }

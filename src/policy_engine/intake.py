@@ -1,0 +1,167 @@
+"""Facts intake: a caller's dict or pydantic model to the typed values a policy reads.
+
+Only the facts a policy declares as inputs are read; each is checked against its declared type
+and every bad field is reported (``FactsError``), not only the first. An absent or null fact is
+simply absent: the evaluator turns it into ``needs_information``, never into a zero.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from . import ir
+from .diagnostics import Diagnostic, FactsError, make
+
+_MISSING = object()
+
+
+def as_date(value: Any, what: str = "as_of") -> dt.date:
+    """``as_of`` as a date: a ``date`` or ISO text; never the wall clock."""
+    if isinstance(value, dt.datetime):
+        raise FactsError([make("PE402", f"{what} must be a date, not a datetime", path=what,
+                               hint="pass date(2023, 7, 1) or \"2023-07-01\"")])
+    if isinstance(value, dt.date):
+        return value
+    if isinstance(value, str):
+        try:
+            return dt.date.fromisoformat(value)
+        except ValueError:
+            pass
+    raise FactsError([make("PE402", f"{what} must be a date such as \"2023-07-01\", not {value!r}", path=what)])
+
+
+def to_plain(facts: Any) -> Any:
+    """Accept a dict or a pydantic model (dumped without None fields)."""
+    dump = getattr(facts, "model_dump", None)
+    if callable(dump):
+        return dump(mode="python", exclude_none=True)
+    return facts
+
+
+def _lookup(data: Any, path: tuple[str, ...]) -> Any:
+    for part in path:
+        if not isinstance(data, dict):
+            return _MISSING
+        data = data.get(part, _MISSING)
+        if data is _MISSING:
+            return _MISSING
+    return data
+
+
+def coerce(value: Any, node: ir.InputNode, signed: bool = False) -> Any:
+    """Convert one fact to its declared type; raises ValueError with a user-facing message."""
+    kind = node.type
+    if kind in ("money", "decimal"):
+        if isinstance(value, bool):
+            raise ValueError("expected a number, not a boolean")
+        if isinstance(value, float):
+            value = str(value)  # the shortest repr: 820.5 -> "820.5", exactly what was typed
+        if isinstance(value, (int, Decimal, str)):
+            try:
+                number = Decimal(value) if not isinstance(value, str) else Decimal(value.strip())
+            except InvalidOperation:
+                raise ValueError(f"expected a number, not {value!r}") from None
+            if not number.is_finite():
+                raise ValueError("expected a finite number")
+            if kind == "money" and number < 0 and not signed:
+                raise ValueError(f"money cannot be negative ({number})")
+            return number
+        raise ValueError(f"expected a number, not {type(value).__name__}")
+    if kind == "integer":
+        if isinstance(value, bool):
+            raise ValueError("expected a whole number, not a boolean")
+        if isinstance(value, int):
+            return value
+        if isinstance(value, Decimal) and value == value.to_integral_value():
+            return int(value)
+        if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+            return int(value)
+        raise ValueError(f"expected a whole number, not {value!r}")
+    if kind == "boolean":
+        if isinstance(value, bool):
+            return value
+        raise ValueError(f"expected true or false, not {value!r}")
+    if kind == "date":
+        if isinstance(value, dt.datetime):
+            return value.date()
+        if isinstance(value, dt.date):
+            return value
+        if isinstance(value, str):
+            try:
+                return dt.date.fromisoformat(value)
+            except ValueError:
+                pass
+        raise ValueError(f"expected a date YYYY-MM-DD, not {value!r}")
+    if kind == "enum":
+        if isinstance(value, str) and value in node.values:
+            return value
+        raise ValueError(f"{value!r} is not one of {', '.join(node.values)}")
+    if kind == "text":
+        if isinstance(value, str):
+            return value
+        raise ValueError(f"expected text, not {type(value).__name__}")
+    if kind == "list":
+        if isinstance(value, (list, tuple)):
+            return tuple(value)
+        raise ValueError(f"expected a list, not {type(value).__name__}")
+    return value
+
+
+#: money facts that are net differences and may be negative
+_SIGNED_MONEY = {"property_net", "transfer_net"}
+
+
+def read_facts(policy_inputs: tuple[ir.InputNode, ...], facts: Any, entity: str
+               ) -> tuple[dict[str, Any], list[dict[str, Any]] | None]:
+    """Read and type-check every declared input; raise FactsError listing every bad field."""
+    facts = to_plain(facts)
+    if not isinstance(facts, dict):
+        raise FactsError([make("PE401", f"facts must be a mapping, not {type(facts).__name__}", path="")])
+    errors: list[Diagnostic] = []
+    values: dict[str, Any] = {}
+    member_nodes = [n for n in policy_inputs if n.entity == "member"]
+    for node in policy_inputs:
+        if node.entity != entity:
+            continue
+        raw = _lookup(facts, node.path)
+        if raw is _MISSING or raw is None:
+            continue
+        try:
+            values[node.name] = _coerce_checked(raw, node)
+        except ValueError as exc:
+            errors.append(make("PE401", f"{'.'.join(node.path)}: {exc}", path=".".join(node.path),
+                               hint=node.label.en))
+    members: list[dict[str, Any]] | None = None
+    if entity == "household":
+        raw_members = facts.get("members", _MISSING)
+        if raw_members is not _MISSING and raw_members is not None:
+            if not isinstance(raw_members, (list, tuple)):
+                errors.append(make("PE401", "members must be a list", path="members"))
+            else:
+                members = []
+                for i, member in enumerate(raw_members):
+                    member = to_plain(member)
+                    row: dict[str, Any] = {}
+                    if not isinstance(member, dict):
+                        errors.append(make("PE401", f"members[{i}] must be a mapping", path=f"members[{i}]"))
+                        members.append(row)
+                        continue
+                    for node in member_nodes:
+                        raw = _lookup(member, node.path)
+                        if raw is _MISSING or raw is None:
+                            continue
+                        try:
+                            row[node.name] = _coerce_checked(raw, node)
+                        except ValueError as exc:
+                            where = f"members[{i}].{'.'.join(node.path)}"
+                            errors.append(make("PE401", f"{where}: {exc}", path=where, hint=node.label.en))
+                    members.append(row)
+    if errors:
+        raise FactsError(errors)
+    return values, members
+
+
+def _coerce_checked(raw: Any, node: ir.InputNode) -> Any:
+    return coerce(raw, node, signed=node.path[-1] in _SIGNED_MONEY)
