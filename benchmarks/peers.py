@@ -21,6 +21,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import textwrap
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -245,7 +246,7 @@ def _pip_install(python: Path, specs: Sequence[str]) -> str | None:
     print(f"  {python} -m pip install {' '.join(specs)}", flush=True)
     cmd = [str(python), "-m", "pip", "install", "--quiet", *specs]
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    return None if proc.returncode == 0 else _tail(proc.stderr, 15)
+    return None if proc.returncode == 0 else "\n".join(proc.stderr.strip().splitlines()[-15:])
 
 
 def ensure_peer_venvs() -> list[str]:
@@ -272,8 +273,8 @@ def ensure_peer_venvs() -> list[str]:
             if (error := _pip_install(python, group)) is not None:
                 optional = group[0] in venv.optional
                 what = "optional: its rows will be skipped" if optional else "required"
-                failures.append(f"{name}: {' '.join(group)} failed ({what}): {error}")
-                print(f"  FAILED ({what}):\n{error}", flush=True)
+                failures.append(f"{name}: {' '.join(group)} failed ({what}): {_tail(error)}")
+                print(f"  FAILED ({what}):\n{textwrap.indent(error, '    ')}", flush=True)
     return failures
 
 
@@ -282,7 +283,8 @@ def format_table(rows: Sequence[Row]) -> str:
     for r in rows:
         p50 = f"{r['p50_us']:,.1f}" if "p50_us" in r else ""
         hps = f"{r['households_per_s']:,.0f}" if "households_per_s" in r else ""
-        note = f"skipped: {r['skipped']}" if "skipped" in r else r.get("error", "")
+        note = f"skipped: {r['skipped']}" if "skipped" in r else ""
+        note = f"error: {r['error']}" if "error" in r else note
         lines.append(f"| {r['peer']} | {r['case']} | {p50} | {hps} | {note} |")
     return "\n".join(lines)
 

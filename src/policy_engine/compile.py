@@ -140,6 +140,8 @@ class _Compiler:
         self.resolved: dict[str, Resolved] = {}  # entity-scope names (inputs, params, derived, outputs)
         self.entity_of: dict[str, str | None] = {}  # name -> entity (None for parameters)
         self.decision_ids: set[str] = set()
+        declared = next((p.manifest.rounding for p in reversed(chain) if p.manifest.rounding), None)
+        self.rounding = ir.Rounding(declared.unit, declared.mode) if declared else ir.Rounding(Decimal("0.01"), "half_up")
 
     # -- layering ---------------------------------------------------------------------------
 
@@ -361,6 +363,10 @@ class _Compiler:
             nonlocal ok
             if len(key) == len(p.by):
                 converted = self.convert(node, p.type, tuple(p.enum_values or ()))
+                if p.type == "money" and isinstance(converted, Decimal):
+                    shown = converted.quantize(self.rounding.unit) if converted.as_tuple().exponent > \
+                        self.rounding.unit.as_tuple().exponent else converted
+                    converted = shown if shown == converted else converted  # 739 -> 739.00, never altered
                 if converted is _BAD:
                     ok = False
                     self.diags.at(item.document, path, "PE240",
@@ -720,7 +726,6 @@ class _Compiler:
         if self.diags.errors:
             return None
         leaf = self.leaf.manifest
-        rounding = next((p.manifest.rounding for p in reversed(self.chain) if p.manifest.rounding), None)
         not_modelled = []
         for package in self.chain:
             for i, entry in enumerate(package.manifest.not_modelled):
@@ -735,7 +740,7 @@ class _Compiler:
             chain=tuple(p.manifest.id for p in self.chain),
             versions=tuple(ir.Version(v.version, v.effective_from, v.effective_to, v.note) for v in leaf.versions),
             sources=tuple(sorted(self.sources.values(), key=lambda s: s.id)),
-            rounding=ir.Rounding(rounding.unit, rounding.mode) if rounding else ir.Rounding(Decimal("0.01"), "half_up"),
+            rounding=self.rounding,
             inputs=tuple(sorted(inputs, key=lambda n: n.name)),
             parameters=tuple(sorted(parameters, key=lambda n: n.name)),
             derived=tuple(sorted(derived, key=lambda n: rank.get(n.name, 0))),

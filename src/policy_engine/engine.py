@@ -182,7 +182,7 @@ class Engine:
             except NotInForce as stop:  # pragma: no cover - runners catch their own
                 case.outcomes[node.id] = ("not_in_force", {}, stop.reason, stop.cites)
         outcomes: dict[str, Outcome] = {}
-        fired = self._fired_rows(events) if events is not None else {}
+        fired = {owner: tuple(self._tables[owner].rows[i].id for i in rows) for owner, rows in case.fired.items()}
         for node in wanted:
             status, outputs, detail, cites = case.outcomes[node.id]
             missing = tuple(detail) if status == "needs_information" else ()
@@ -190,15 +190,6 @@ class Engine:
             outcomes[node.id] = Outcome(node.id, status, dict(outputs), missing, reason, node.label,
                                         tuple(cites) or node.cites, fired.get(node.id, ()))
         return Decision(self, facts, day, entity, outcomes, tuple(events) if events is not None else None)
-
-    def _fired_rows(self, events: list[tuple[Any, ...]]) -> dict[str, tuple[str, ...]]:
-        out: dict[str, tuple[str, ...]] = {}
-        for event in events:
-            if event[0] == "fired":
-                table = self._tables.get(event[1])
-                if table is not None:
-                    out[event[1]] = tuple(table.rows[i].id for i in event[2])
-        return out
 
     def catalogue(self, as_of: dt.date | str | None = None) -> dict[str, Any]:
         """Decisions, inputs and parameters (with the value in force ``as_of``) as plain data."""

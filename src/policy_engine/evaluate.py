@@ -73,7 +73,7 @@ class NotInForce(Exception):
 class Case:
     """The state of one evaluation."""
 
-    __slots__ = ("values", "members", "as_of", "memo", "trace", "outcomes")
+    __slots__ = ("values", "members", "as_of", "memo", "trace", "outcomes", "fired")
 
     def __init__(self, values: dict[str, Any], members: list[dict[str, Any]] | None, as_of: dt.date,
                  trace: list[tuple[Any, ...]] | None):
@@ -83,6 +83,8 @@ class Case:
         self.memo: dict[Any, Any] = {}
         self.trace = trace
         self.outcomes: dict[str, Any] = {}
+        #: table owner -> indices of the rows that fired (recorded with or without tracing)
+        self.fired: dict[str, tuple[int, ...]] = {}
 
 
 Fn = Callable[[Case, Any], Any]
@@ -391,8 +393,11 @@ class Backend:
                 if trace is not None:
                     trace.append(("nomatch", owner))
                 return tuple(d(c, m) if d is not None else None for d in defaults)
+            indices = tuple(i for i, _ in matched)
+            if m is None:
+                c.fired[owner] = indices
             if trace is not None:
-                trace.append(("fired", owner, tuple(i for i, _ in matched), hit))
+                trace.append(("fired", owner, indices, hit))
             return _apply_hit(hit, matched, n_out, priorities, owner, row_ids)
         return evaluate
 

@@ -1,0 +1,97 @@
+"""Explanations (golden files), the JSON record (its published schema) and the catalogue."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import policy_engine as pe
+from policy_engine.record import DecisionRecord
+
+FIXTURE = Path(__file__).parent / "fixtures" / "policies" / "dibao_small"
+GOLDENS = Path(__file__).parent / "goldens" / "explain"
+
+CASES: dict[str, tuple[str, dict[str, Any]]] = {
+    "eligible": ("", {"area_type": "urban", "assets": {"deposits": 1000},
+                      "members": [{"income": {"wages": 1000}}, {"income": {"wages": 200}}]}),
+    "above_standard": ("", {"area_type": "urban", "assets": {"deposits": 1000},
+                            "members": [{"income": {"wages": 1025}}]}),
+    "assets_too_high": ("", {"area_type": "rural", "assets": {"deposits": 20000},
+                             "members": [{"income": {"wages": 100}}]}),
+    "missing_deposits": ("", {"area_type": "urban", "members": [{"income": {"wages": 100}}]}),
+    "county_overlay": ("county", {"area_type": "urban", "assets": {"deposits": 0},
+                                  "members": [{"income": {"wages": 700}}]}),
+}
+
+
+def _decision(name: str, as_of: str = "2023-07-01") -> pe.Decision:
+    sub, facts = CASES[name]
+    return pe.load(FIXTURE / sub if sub else FIXTURE).decide(facts, as_of=as_of)
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+@pytest.mark.parametrize("lang", ["zh", "en"])
+@pytest.mark.parametrize("level", ["summary", "fails", "full"])
+def test_explanation_golden(name: str, lang: str, level: str, update_goldens: bool) -> None:
+    text = _decision(name).explain(lang=lang, level=level) + "\n"
+    golden = GOLDENS / f"{name}.{lang}.{level}.txt"
+    if update_goldens:
+        golden.parent.mkdir(parents=True, exist_ok=True)
+        golden.write_text(text, encoding="utf-8")
+    assert golden.is_file(), f"missing {golden}: run pytest --update-goldens"
+    assert text == golden.read_text(encoding="utf-8")
+
+
+def test_why_not_states_the_margin_and_the_clause() -> None:
+    text = _decision("above_standard").explain(lang="en", level="summary")
+    # 1025 - 205 deduction = 820.00; the standard is 739.00; 81.00 above
+    assert "per-capita income 820.00 yuan per month is above dibao standard 739.00 yuan per month by 81.00" in text
+    assert "国务院令第649号 第九条" in text
+    zh = _decision("above_standard").explain(lang="zh")
+    assert "家庭人均收入 820.00 元/月，高于低保标准 739.00 元/月 81.00元/月" in zh
+
+
+def test_every_explanation_that_used_an_illustrative_parameter_says_so() -> None:
+    for name in CASES:
+        decision = _decision(name)
+        used = {e[1] for e in decision.events if e[0] == "param" and e[5] == "illustrative"}
+        for level in ("summary", "fails", "full"):
+            text = decision.explain(lang="en", level=level)
+            for param in used:
+                label = next(p.label.en for p in decision.policy.parameters if p.name == param)
+                assert f'illustrative parameter "{label}"' in text
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_record_matches_the_published_schema(name: str) -> None:
+    record = _decision(name).to_dict()
+    DecisionRecord.model_validate(record)
+    json.dumps(record)  # JSON-able as it is
+    assert record["policy"]["content_hash"].startswith("sha256:")
+    assert record["as_of"] == "2023-07-01"
+
+
+def test_record_keeps_money_exact() -> None:
+    record = _decision("eligible").to_dict()
+    assert record["decisions"]["dibao"]["outputs"] == {"eligible": True, "amount": "518.00"}
+    assert record["decisions"]["dibao"]["fired_rows"] == ["income-met"]
+
+
+def test_untraced_decision_records_its_trace_on_demand() -> None:
+    sub, facts = CASES["eligible"]
+    engine = pe.load(FIXTURE)
+    quick = engine.decide(facts, as_of="2023-07-01", trace=False)
+    assert quick.to_dict() == engine.decide(facts, as_of="2023-07-01").to_dict()
+
+
+def test_catalogue_lists_parameters_with_value_and_provenance() -> None:
+    catalogue = pe.load(FIXTURE / "county").catalogue(as_of="2023-07-01")
+    params = {p["name"]: p for p in catalogue["parameters"]}
+    assert params["dibao_standard"]["value"]["values"] == {"urban": "800.00", "rural": "760.00"}
+    assert params["dibao_standard"]["provenance"] == "illustrative"
+    assert params["deduction_rate"]["value"]["values"] == "0.2"
+    assert [d["id"] for d in catalogue["decisions"]] == ["dibao"]
+    assert catalogue["policy"]["chain"] == ["demo", "demo-county"]
