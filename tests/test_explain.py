@@ -51,7 +51,7 @@ def test_why_not_states_the_margin_and_the_clause() -> None:
     assert "per-capita income 820.00 yuan per month is above dibao standard 739.00 yuan per month by 81.00" in text
     assert "国务院令第649号 第九条" in text
     zh = _decision("above_standard").explain(lang="zh")
-    assert "家庭人均收入 820.00 元/月，高于低保标准 739.00 元/月 81.00元/月" in zh
+    assert "家庭人均收入 820.00 元/月，高于低保标准 739.00 元/月 81.00 元/月" in zh
 
 
 def test_every_explanation_that_used_an_illustrative_parameter_says_so() -> None:

@@ -29,6 +29,8 @@ _T = {
         "true": "是", "false": "否", "null": "无", "unknown": "未知", "sep": "；", "colon": "：",
         "above": "高于", "below": "低于", "equal": "等于", "not_equal": "不等于",
         "fail_cmp": "{left} {actual}，{rel}{right} {limit}{margin}，不满足「{cell}」",
+        "pass_cmp": "{left} {actual}，{rel}{right} {limit}", "pass_generic": "{left} 为 {actual}，满足「{cell}」",
+        "values": "（{items}）", "item_sep": "，", "formula": "{label} = {formula}",
         "margin": " {amount}", "fail_generic": "{left} 为 {actual}，不满足「{cell}」",
         "row_line": "规则 {row}：{result}", "row_fired": "适用", "row_failed": "不适用", "row_unknown": "无法判断",
         "param": "参数「{label}」= {value}{unit}（自 {start} 起，{prov}）",
@@ -46,6 +48,8 @@ _T = {
         "true": "yes", "false": "no", "null": "none", "unknown": "unknown", "sep": "; ", "colon": ": ",
         "above": "is above", "below": "is below", "equal": "equals", "not_equal": "differs from",
         "fail_cmp": "{left} {actual} {rel} {right} {limit}{margin}, so \"{cell}\" does not hold",
+        "pass_cmp": "{left} {actual} {rel} {right} {limit}", "pass_generic": "{left} is {actual}, so \"{cell}\" holds",
+        "values": " ({items})", "item_sep": ", ", "formula": "{label} = {formula}",
         "margin": " by {amount}", "fail_generic": "{left} is {actual}, so \"{cell}\" does not hold",
         "row_line": "rule {row}: {result}", "row_fired": "applies", "row_failed": "does not apply",
         "row_unknown": "cannot be decided",
@@ -145,6 +149,62 @@ def fmt(value: Any, kind: str, lang: str, rounding: ir.Rounding | None = None) -
     return str(value)
 
 
+_OPS = {"+": " + ", "-": " − ", "*": " × ", "/": " ÷ ", "//": " ÷ ", "%": " mod ", "**": "^",
+        "<": " < ", "<=": " ≤ ", ">": " > ", ">=": " ≥ ", "==": " = ", "!=": " ≠ "}
+_FN = {
+    "zh": {"sum": "合计", "count": "人数", "any": "任一成员", "all": "全体成员", "min": "最小", "max": "最大",
+           "collect": "成员列表", "members": "家庭成员人数", "floor": "向下取整", "ceil": "向上取整", "round_money": "取整到分", "round": "舍入",
+           "abs": "绝对值", "age": "周岁", "months_between": "相隔月数", "days_between": "相隔天数",
+           "add_months": "加月", "add_days": "加日", "if": "若 {c} 则 {a} 否则 {b}", "where": "，其中 ",
+           "and": " 且 ", "or": " 或 ", "not": "非 ", "in": " 属于 ", "not in": " 不属于 ", "as_of": "评估日"},
+    "en": {"sum": "sum", "count": "count", "any": "any member", "all": "every member", "min": "min", "max": "max",
+           "collect": "list", "members": "number of members", "floor": "floor", "ceil": "ceil", "round_money": "round", "round": "round",
+           "abs": "abs", "age": "age", "months_between": "months between", "days_between": "days between",
+           "add_months": "add months", "add_days": "add days", "if": "{a} if {c} else {b}", "where": " where ",
+           "and": " and ", "or": " or ", "not": "not ", "in": " in ", "not in": " not in ", "as_of": "as_of"},
+}
+
+
+def formula(names: "_Names", e: ir.Expr | None, lang: str) -> str:
+    """An IR expression in words: names by their labels, operators as symbols."""
+    f = _FN[lang]
+
+    def go(x: Any, top: bool = False) -> str:
+        if x is None:
+            return ""
+        if isinstance(x, ir.Const):
+            return fmt(x.value, x.type, lang)
+        if isinstance(x, ir.AsOf):
+            return f["as_of"]
+        if isinstance(x, ir.Ref):
+            return names.label(x.name, lang)
+        if isinstance(x, ir.Unary):
+            return (f["not"] if x.op == "not" else "−") + go(x.operand)
+        if isinstance(x, (ir.Binary, ir.Compare)):
+            text = go(x.left) + _OPS[x.op] + go(x.right)
+            return text if top else f"({text})"
+        if isinstance(x, ir.BoolOp):
+            text = f[x.op].join(go(o) for o in x.operands)
+            return text if top else f"({text})"
+        if isinstance(x, ir.IfElse):
+            return f["if"].format(c=go(x.condition, True), a=go(x.then, True), b=go(x.otherwise, True))
+        if isinstance(x, ir.In):
+            return go(x.item) + f["not in" if x.negate else "in"] + "{" + ", ".join(go(o) for o in x.options) + "}"
+        if isinstance(x, ir.Call):
+            return f.get(x.function, x.function) + "(" + ", ".join(go(a, True) for a in x.args) + ")"
+        if isinstance(x, ir.Aggregate):
+            inner = go(x.body, True) if x.body is not None else ""
+            where = (f["where"] + go(x.where, True)) if x.where is not None else ""
+            if x.function in ("any", "all", "count") and x.body is None:
+                if x.where is None:
+                    return f["members"]
+                return f[x.function] + "(" + go(x.where, True) + ")"
+            return f[x.function] + "(" + inner + where + ")"
+        return "?"
+
+    return go(e, True)
+
+
 def _cites(cites: tuple[ir.Cite, ...]) -> str:
     return "、".join(c.render() for c in cites) if cites else ""
 
@@ -154,7 +214,8 @@ def _cites_lang(cites: tuple[ir.Cite, ...], lang: str) -> str:
     return joiner.join(c.render() for c in cites)
 
 
-def _failed_cell(names: _Names, table: ir.Table, row: ir.Row, cell: tuple[Any, ...], lang: str) -> str:
+def _failed_cell(names: _Names, table: ir.Table, row: ir.Row, cell: tuple[Any, ...], lang: str,
+                 passed: bool = False) -> str:
     t = _T[lang]
     col, actual, passed, a, b = cell
     column_name = table.columns[col]
@@ -170,17 +231,43 @@ def _failed_cell(names: _Names, table: ir.Table, row: ir.Row, cell: tuple[Any, .
             right = names.label(test.a.name, lang)
             limit_unit = names.unit(test.a.name, lang)
         else:
-            right = test.text.lstrip("<>=! ").strip()
+            right = formula(names, test.a, lang)
             limit_unit = unit
         diff = Decimal(actual) - Decimal(a)
         rel = t["above"] if diff > 0 else t["below"] if diff < 0 else t["equal"]
         margin = "" if diff == 0 else t["margin"].format(amount=fmt(abs(diff), kind, lang, names.rounding) + unit)
         if lang == "zh" and diff != 0:
-            margin = " " + fmt(abs(diff), kind, lang, names.rounding) + unit.strip()
-        return t["fail_cmp"].format(left=left, actual=actual_text, rel=rel, right=right,
+            margin = " " + fmt(abs(diff), kind, lang, names.rounding) + unit
+        return t["pass_cmp" if passed else "fail_cmp"].format(left=left, actual=actual_text, rel=rel, right=right,
                                     limit=fmt(a, kind, lang, names.rounding) + limit_unit,
                                     margin=margin, cell=test.text)
-    return t["fail_generic"].format(left=left, actual=actual_text, cell=test.text)
+    return t["pass_generic" if passed else "fail_generic"].format(left=left, actual=actual_text, cell=test.text)
+
+
+def _last_values(events: tuple[tuple[Any, ...], ...]) -> dict[str, Any]:
+    """The value of every entity-level name as read or computed in the trace."""
+    out: dict[str, Any] = {}
+    for e in events:
+        if e[0] in ("input", "derived") and e[2] is None:
+            out[e[1]] = e[3]
+        elif e[0] == "param":
+            out[e[1]] = e[3]
+        elif e[0] == "output":
+            out[f"{e[1]}.{e[2]}"] = e[3]
+    return out
+
+
+def _formula_line(names: _Names, output: ir.OutputNode, values: dict[str, Any], lang: str) -> str:
+    t = _T[lang]
+    from .expressions import refs_of
+
+    items = []
+    for ref in sorted(refs_of(output.expr)):
+        if ref in values and names.kind(ref) != "list":
+            items.append(f"{names.label(ref, lang)} {fmt(values[ref], names.kind(ref), lang, names.rounding)}"
+                         f"{names.unit(ref, lang) if values[ref] is not None and not isinstance(values[ref], Unknown) else ''}")
+    text = t["formula"].format(label=getattr(output.label, lang), formula=formula(names, output.expr, lang))
+    return text + (t["values"].format(items=t["item_sep"].join(items)) if items else "")
 
 
 def _row_events(events: tuple[tuple[Any, ...], ...], owners: set[str]) -> list[tuple[Any, ...]]:
@@ -238,6 +325,9 @@ def render(decision: Decision, lang: str = "zh", level: str = "summary") -> str:
                 row = table.rows[index]
                 lines.append("  " + t["basis"].format(cites=_cites_lang(row.cites, lang) or "-")
                              + t["rule"].format(row=row.id) + t["period"])
+                event = seen_row_events.get((decision_id, index))
+                for cell in event[4] if event else ():
+                    lines.append("    " + _failed_cell(names, table, row, cell, lang, passed=True) + t["period"])
         elif node.cites:
             lines.append("  " + t["basis"].format(cites=_cites_lang(node.cites, lang)) + t["period"])
         # failed conditions
@@ -265,6 +355,11 @@ def render(decision: Decision, lang: str = "zh", level: str = "summary") -> str:
         if level == "fails" and not failed_lines and outcome.status == "decided":
             failed_lines.append("  " + t["fails_none"])
         lines.extend(failed_lines)
+        if outcome.status == "decided":
+            values = _last_values(events)
+            for output in node.outputs:
+                if output.expr is not None and not isinstance(output.expr, ir.Const):
+                    lines.append("  " + _formula_line(names, output, values, lang) + t["period"])
         for param_name, event in illustrative.items():
             if param_name in deps:
                 param = names.parameters[param_name]
@@ -276,7 +371,13 @@ def render(decision: Decision, lang: str = "zh", level: str = "summary") -> str:
     if level == "full":
         lines.append("")
         lines.append("—" * 8 + (" 计算过程 " if lang == "zh" else " trace ") + "—" * 8)
+        shown_params: set[tuple[Any, ...]] = set()
         for e in events:
+            if e[0] == "param":
+                key = (e[1], e[2], e[4])
+                if key in shown_params:
+                    continue
+                shown_params.add(key)
             line = _event_line(names, e, lang)
             if line:
                 lines.append(line)
@@ -299,9 +400,11 @@ def _event_line(names: _Names, e: tuple[Any, ...], lang: str) -> str | None:
                                         unit=names.unit(e[1], lang), start=e[4].isoformat(), prov=prov)
     if kind == "derived":
         where = f"[{e[2]}]" if e[2] is not None else ""
+        node = names.derived.get(e[1])
+        how = f" = {formula(names, node.expr, lang)}" if node is not None and node.expr is not None else ""
         return "· " + t["derived"].format(label=names.label(e[1], lang) + where,
                                           value=fmt(e[3], names.kind(e[1]), lang, names.rounding),
-                                          unit=names.unit(e[1], lang) if not isinstance(e[3], Unknown) else "")
+                                          unit=names.unit(e[1], lang) if not isinstance(e[3], Unknown) else "") + how
     if kind == "row":
         table = names.tables[e[1]]
         row = table.rows[e[2]]
