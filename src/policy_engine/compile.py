@@ -749,7 +749,20 @@ class _Compiler:
         )
         digest = hashlib.sha256(canonical_json(policy).encode("utf-8")).hexdigest()
         return ir.CompiledPolicy(**{**{f.name: getattr(policy, f.name) for f in fields(policy)},
-                                    "content_hash": f"sha256:{digest}"})
+                                    "content_hash": f"sha256:{digest}", "locations": self.locations()})
+
+    def locations(self) -> tuple[tuple[str, tuple[str, int, int]], ...]:
+        out: list[tuple[str, tuple[str, int, int]]] = []
+        for kind, items in self.items.items():
+            for name, item in items.items():
+                line, column = item.document.source_map.locate(item.path)
+                out.append((f"{kind}.{name}", (item.document.file, line or 1, column or 1)))
+                table = getattr(item.model, "table", None)
+                if table is not None:
+                    for i, row in enumerate(table.rows):
+                        line, column = item.document.source_map.locate(item.path + ("table", "rows", i))
+                        out.append((f"{kind}.{name}.rows.{row.id}", (item.document.file, line or 1, column or 1)))
+        return tuple(sorted(out))
 
     def order(self, derived: list[ir.DerivedNode], decisions: list[ir.DecisionNode]) -> list[str]:
         """Topological order of derived values and decisions; reports each cycle once (PE222)."""
@@ -845,6 +858,7 @@ def canonical_json(policy: ir.CompiledPolicy) -> str:
     """A canonical JSON form of the IR: the input of the content hash."""
     data = _plain(policy)
     data.pop("content_hash", None)
+    data.pop("locations", None)
     return json.dumps(data, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
 
 

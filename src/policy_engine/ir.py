@@ -306,6 +306,15 @@ class CompiledPolicy:
     decisions: tuple[DecisionNode, ...]  # topological order
     not_modelled: tuple[NotModelled, ...]
     content_hash: str = field(default="")
+    #: where each item was written: "parameters.x", "decisions.y", "decisions.y.rows.<id>" ->
+    #: (file, line, column). Not part of the content hash (it depends on the working directory).
+    locations: tuple[tuple[str, tuple[str, int, int]], ...] = field(default=(), compare=False)
+
+    def location(self, key: str) -> tuple[str | None, int | None, int | None]:
+        for k, where in self.locations:
+            if k == key:
+                return where
+        return (None, None, None)
 
     def version_at(self, day: dt.date) -> Version | None:
         found = None

@@ -1,0 +1,243 @@
+"""``policy-engine``: a thin command-line client of the public API.
+
+Exit codes (documented in docs/cli.md, never reused): 0 success; 1 expectations not met (a test
+failed); 2 the policy is invalid; 3 usage, I/O or invalid facts.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import locale
+import os
+import sys
+from pathlib import Path
+from typing import Any
+from xml.sax.saxutils import escape, quoteattr
+
+import click
+
+from . import PolicyError, load
+from .diagnostics import Diagnostic, FactsError, PolicyEngineError, make, render
+
+EXIT_OK, EXIT_EXPECTATIONS, EXIT_POLICY, EXIT_USAGE = 0, 1, 2, 3
+
+
+class _Exit(Exception):
+    def __init__(self, code: int):
+        self.code = code
+
+
+def _default_lang() -> str:
+    for name in ("LC_ALL", "LC_MESSAGES", "LANG"):
+        value = os.environ.get(name)
+        if value:
+            return "zh" if value.lower().startswith("zh") else "en"
+    try:
+        current = locale.getlocale()[0] or ""
+    except ValueError:  # pragma: no cover - odd locales
+        current = ""
+    return "zh" if current.lower().startswith("zh") else "en"
+
+
+LANG = click.option("--lang", type=click.Choice(["zh", "en"]), default=None,
+                    help="language of explanations and messages (default: from the locale)")
+
+
+def _fail_policy(exc: PolicyEngineError, fmt: str) -> None:
+    click.echo(render(exc.diagnostics, "json" if fmt == "json" else "gnu"), err=fmt != "json")
+    raise _Exit(EXIT_POLICY if isinstance(exc, PolicyError) else EXIT_USAGE)
+
+
+def _load_engine(path: str, fmt: str) -> Any:
+    try:
+        return load(path)
+    except PolicyEngineError as exc:
+        _fail_policy(exc, fmt)
+
+
+def _read_facts(path: str) -> Any:
+    from .load import load_file
+
+    if path == "-":
+        from .load import load_text
+
+        document, problems = load_text(sys.stdin.read(), "<stdin>")
+    else:
+        document, problems = load_file(path)
+    if document is None or problems:
+        raise FactsError(problems or [make("PE401", "facts file is empty", file=path)])
+    return document.data
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="policy_engine")
+def cli() -> None:
+    """Decide, test, lint and catalogue social-assistance policy packages (社会救助政策)."""
+
+
+@cli.command()
+@click.argument("facts", type=click.Path(allow_dash=True))
+@click.option("--policy", "policy_path", required=True, type=click.Path(exists=True, file_okay=False),
+              help="the policy package folder, e.g. policies/anhui/bengbu/huaiyuan")
+@click.option("--as-of", "as_of", required=True, help="the date whose rules apply, YYYY-MM-DD")
+@click.option("--entity", default="household", show_default=True,
+              help="household, village, township, county, institution or month")
+@click.option("--explain", "level", type=click.Choice(["summary", "fails", "full"]), default="summary",
+              show_default=True)
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@LANG
+def decide(facts: str, policy_path: str, as_of: str, entity: str, level: str, fmt: str, lang: str | None) -> None:
+    """Decide one case from a FACTS file (YAML or JSON; - for stdin) and explain it."""
+    engine = _load_engine(policy_path, fmt)
+    try:
+        decision = engine.decide(_read_facts(facts), as_of=as_of, entity=entity)
+    except FactsError as exc:
+        _fail_policy(exc, fmt)
+    except PolicyError as exc:
+        _fail_policy(exc, fmt)
+    if fmt == "json":
+        click.echo(json.dumps(decision.to_dict(), ensure_ascii=False, indent=2))
+    else:
+        click.echo(decision.explain(lang=lang or _default_lang(), level=level))  # type: ignore[arg-type]
+
+
+@cli.command("test")
+@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True))
+@click.option("--format", "fmt", type=click.Choice(["text", "json", "junit"]), default="text", show_default=True)
+@click.option("-v", "--verbose", is_flag=True, help="list passing tests too")
+def test_command(paths: tuple[str, ...], fmt: str, verbose: bool) -> None:
+    """Run the YAML test suites (*_test.yaml) found under PATHS."""
+    from .testing import run
+
+    results = run(list(paths))
+    counts = {k: sum(1 for r in results if r.result == k) for k in ("PASS", "FAIL", "ERROR", "SKIP")}
+    if fmt == "json":
+        click.echo(json.dumps({"results": [
+            {"file": r.suite, "line": r.line, "name": r.name, "result": r.result, "messages": r.messages,
+             "explanation": r.explanation} for r in results], "counts": counts}, ensure_ascii=False, indent=2))
+    elif fmt == "junit":
+        click.echo(_junit(results, counts))
+    else:
+        for r in results:
+            if r.result == "PASS" and not verbose:
+                continue
+            click.echo(f"{r.location}: {r.result} {r.name}")
+            for message in r.messages:
+                click.echo(f"    {message}")
+            if r.explanation:
+                click.echo("    " + r.explanation.replace("\n", "\n    "))
+        click.echo(f"{counts['PASS']} passed, {counts['FAIL']} failed, {counts['ERROR']} errors, "
+                   f"{counts['SKIP']} skipped")
+    if counts["ERROR"]:
+        raise _Exit(EXIT_POLICY)
+    if counts["FAIL"]:
+        raise _Exit(EXIT_EXPECTATIONS)
+    if not results:
+        click.echo("no test suites (*_test.yaml) found", err=True)
+        raise _Exit(EXIT_USAGE)
+
+
+def _junit(results: list[Any], counts: dict[str, int]) -> str:
+    lines = ['<?xml version="1.0" encoding="UTF-8"?>',
+             f'<testsuite name="policy-engine" tests="{len(results)}" failures="{counts["FAIL"]}" '
+             f'errors="{counts["ERROR"]}" skipped="{counts["SKIP"]}">']
+    for r in results:
+        lines.append(f'  <testcase classname={quoteattr(r.suite)} name={quoteattr(r.name)} '
+                     f'file={quoteattr(r.suite)} line="{r.line or 0}">')
+        body = escape("\n".join(r.messages + ([r.explanation] if r.explanation else [])))
+        if r.result == "FAIL":
+            lines.append(f"    <failure message={quoteattr(r.messages[0] if r.messages else 'failed')}>{body}</failure>")
+        elif r.result == "ERROR":
+            lines.append(f"    <error message={quoteattr(r.messages[0] if r.messages else 'error')}>{body}</error>")
+        elif r.result == "SKIP":
+            lines.append(f"    <skipped message={quoteattr(r.messages[0] if r.messages else 'todo')}/>")
+        lines.append("  </testcase>")
+    lines.append("</testsuite>")
+    return "\n".join(lines)
+
+
+@cli.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False))
+@click.option("--as-of", "as_of", default=None, help="check illustrative parameters in force on this date "
+              "(default: each parameter's latest value)")
+@click.option("--select", default="", help="only these codes (comma separated, prefixes allowed: PE25)")
+@click.option("--ignore", default="", help="skip these codes (comma separated, prefixes allowed)")
+@click.option("--format", "fmt", type=click.Choice(["text", "json", "gnu"]), default="text", show_default=True)
+def lint(paths: tuple[str, ...], as_of: str | None, select: str, ignore: str, fmt: str) -> None:
+    """Report every diagnostic of the packages at PATHS (errors, then warnings)."""
+    from .compile import compile_package
+    from .lint import lint as run_lint
+
+    selected = [c.strip() for c in select.split(",") if c.strip()]
+    ignored = [c.strip() for c in ignore.split(",") if c.strip()]
+    found: list[Diagnostic] = []
+    for path in paths:
+        policy, diagnostics = compile_package(path)
+        found.extend(diagnostics)
+        if policy is not None:
+            day = dt.date.fromisoformat(as_of) if as_of else None
+            found = [d for d in found if d not in diagnostics] + run_lint(policy, day, diagnostics)
+    found = [d for d in found if (not selected or d.code.startswith(tuple(selected)))
+             and not d.code.startswith(tuple(ignored) or ("\0",))]
+    if fmt == "json":
+        click.echo(render(found, "json"))
+    else:
+        for d in found:
+            click.echo(d.gnu() if fmt == "gnu" else f"{d.gnu()}  [{d.severity}]")
+        if fmt == "text":
+            errors = sum(1 for d in found if d.severity == "error")
+            click.echo(f"{errors} errors, {len(found) - errors} warnings")
+    if any(d.severity == "error" for d in found):
+        raise _Exit(EXIT_POLICY)
+
+
+@cli.command()
+@click.argument("policy_path", type=click.Path(exists=True, file_okay=False))
+@click.option("--as-of", "as_of", default=None, help="show parameter values in force on this date")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@LANG
+def catalogue(policy_path: str, as_of: str | None, fmt: str, lang: str | None) -> None:
+    """List the decisions, inputs and parameters (with provenance) of a package."""
+    engine = _load_engine(policy_path, fmt)
+    data = engine.catalogue(as_of=as_of)
+    if fmt == "json":
+        click.echo(json.dumps(data, ensure_ascii=False, indent=2))
+        return
+    lang = lang or _default_lang()
+    click.echo(f"{data['policy']['id']}  {data['policy']['title'][lang]}  ({' -> '.join(data['policy']['chain'])})")
+    click.echo("decisions:")
+    for d in data["decisions"]:
+        click.echo(f"  {d['id']:<36} {d['entity']:<11} {d['label'][lang]}  [{'; '.join(d['cites'])}]")
+    click.echo("parameters:")
+    for p in data["parameters"]:
+        value = p["value"]["values"] if p.get("value") else "-"
+        click.echo(f"  {p['name']:<36} {p['provenance']:<12} {json.dumps(value, ensure_ascii=False)}  {p['label'][lang]}")
+    click.echo("inputs:")
+    for i in data["inputs"]:
+        click.echo(f"  {i['name']:<36} {i['entity']:<11} {i['path']:<40} {i['label'][lang]}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: runs the command and maps every failure to its documented exit code."""
+    try:
+        cli.main(args=argv, prog_name="policy-engine", standalone_mode=False)
+    except _Exit as stop:
+        return stop.code
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        return EXIT_USAGE
+    except click.ClickException as exc:
+        exc.show()
+        return EXIT_USAGE
+    except FactsError as exc:
+        click.echo(render(exc.diagnostics), err=True)
+        return EXIT_USAGE
+    except OSError as exc:
+        click.echo(f"policy-engine: {exc}", err=True)
+        return EXIT_USAGE
+    return EXIT_OK
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
