@@ -13,7 +13,9 @@ import re
 from decimal import Decimal
 from typing import Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, WithJsonSchema, field_validator
 
 from .diagnostics import Diagnostic, did_you_mean
 from .load import LoadedDocument, Path
@@ -87,7 +89,9 @@ class Source(_Strict):
 
 
 class Rounding(_Strict):
-    unit: Decimal = Decimal("0.01")
+    # an explicit schema: pydantic versions differ in how they publish Decimal
+    unit: Annotated[Decimal, WithJsonSchema({"type": ["number", "string"], "examples": ["0.01", "1"]})] = \
+        Decimal("0.01")
     mode: RoundingMode = "half_up"
 
     @field_validator("unit")

@@ -1,0 +1,102 @@
+"""The public API is small and frozen; facts are validated; the library never reads the clock."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+import policy_engine as pe
+from policy_engine import schemas
+from policy_engine.facts import Household, Member
+
+ROOT = Path(__file__).resolve().parent.parent
+FIXTURE = ROOT / "tests" / "fixtures" / "policies" / "dibao_small"
+
+
+def test_exported_members_are_frozen() -> None:
+    assert sorted(pe.__all__) == [
+        "Decision", "Diagnostic", "Engine", "FactsError", "Outcome", "PolicyEngineError", "PolicyError",
+        "__version__", "load",
+    ]
+    for name in pe.__all__:
+        assert hasattr(pe, name)
+    assert issubclass(pe.PolicyError, pe.PolicyEngineError) and issubclass(pe.FactsError, pe.PolicyEngineError)
+
+
+def test_facts_errors_list_every_bad_field_with_its_path() -> None:
+    engine = pe.load(FIXTURE)
+    facts = {"area_type": "suburban", "assets": {"deposits": "lots"},
+             "members": [{"income": {"wages": -5}}, {"income": {"wages": True}}]}
+    with pytest.raises(pe.FactsError) as caught:
+        engine.decide(facts, as_of="2023-07-01")
+    assert sorted(caught.value.paths) == ["area_type", "assets.deposits", "members[0].income.wages",
+                                          "members[1].income.wages"]
+    assert {d.code for d in caught.value.diagnostics} == {"PE401"}
+
+
+def test_as_of_must_be_a_date() -> None:
+    engine = pe.load(FIXTURE)
+    for bad in ("2023-02-30", dt.datetime(2023, 7, 1, 12, 0), 20230701):
+        with pytest.raises(pe.FactsError) as caught:
+            engine.decide({}, as_of=bad)  # type: ignore[arg-type]
+        assert caught.value.diagnostics[0].code == "PE402"
+
+
+def test_pydantic_facts_and_dicts_give_the_same_decision() -> None:
+    engine = pe.load(FIXTURE)
+    model = Household(area_type="urban", assets={"deposits": 1000},
+                      members=[Member(member_id="a", income={"wages": 820.5})])
+    as_dict = {"area_type": "urban", "assets": {"deposits": 1000}, "members": [{"income": {"wages": "820.5"}}]}
+    a = engine.decide(model, as_of="2023-07-01")
+    b = engine.decide(as_dict, as_of="2023-07-01")
+    assert a["dibao"].outputs == b["dibao"].outputs
+    assert a["dibao"].amount == Decimal("82.60")  # 739 - (820.5 - 164.1) = 82.60, exactly
+
+
+def test_facts_a_decision_does_not_need_are_not_demanded() -> None:
+    engine = pe.load(FIXTURE)
+    # income alone fails the first row of an F table: deposits are not needed
+    d = engine.decide({"area_type": "urban", "members": [{"income": {"wages": 2000}}]}, as_of="2023-07-01")
+    assert d.status == "decided" and d["dibao"].eligible is False
+
+
+def test_unknown_decision_and_output_names_are_helpful() -> None:
+    d = pe.load(FIXTURE).decide({"area_type": "urban", "members": []}, as_of="2023-07-01")
+    with pytest.raises(KeyError, match="did you mean `dibao`"):
+        d["diabo"]
+    with pytest.raises(AttributeError, match="outputs: eligible, amount"):
+        d["dibao"].amout
+
+
+def test_before_the_first_parameter_value_the_decision_is_not_in_force() -> None:
+    d = pe.load(FIXTURE).decide({"area_type": "urban", "assets": {"deposits": 0},
+                                 "members": [{"income": {"wages": 0}}]}, as_of="2022-03-01")
+    assert d["dibao"].status == "not_in_force"
+    assert "dibao_standard" in (d["dibao"].reason or "")
+
+
+def test_the_library_never_reads_the_wall_clock() -> None:
+    pattern = re.compile(r"\b(datetime\.now|datetime\.today|date\.today|time\.time\(|time\.localtime)")
+    offenders = [f"{p}:{i}" for p in (ROOT / "src").rglob("*.py")
+                 for i, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1) if pattern.search(line)]
+    assert offenders == []
+
+
+def test_no_eval_or_exec_and_only_safe_yaml_in_the_library() -> None:
+    pattern = re.compile(r"(^|[^_.\w])(eval|exec)\(|yaml\.(load|unsafe_load|full_load)\(")
+    offenders = [f"{p}:{i}" for p in (ROOT / "src").rglob("*.py")
+                 for i, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1) if pattern.search(line)]
+    assert offenders == []
+
+
+def test_published_schemas_are_current() -> None:
+    for name, schema in schemas.generated().items():
+        checked_in = ROOT / "src" / "policy_engine" / "schemas" / name
+        assert checked_in.read_text(encoding="utf-8") == schemas.text(schema), \
+            f"{name} is stale: run python -m policy_engine.schemas"
+    json.loads((ROOT / "src" / "policy_engine" / "schemas" / "decision.schema.json").read_text(encoding="utf-8"))
