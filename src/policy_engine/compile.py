@@ -345,6 +345,7 @@ class _Compiler:
                 value.source or p.source, value.formula or p.formula, value.note or p.note,
             ))
         dated.sort(key=lambda v: v.start)
+        self.check_coverage(item, p, dated)
         for a, b in zip(dated, dated[1:]):
             if a.start == b.start:
                 self.diags.at(item.document, item.path + ("values",), "PE240",
@@ -353,6 +354,26 @@ class _Compiler:
             item.name, p.type, self.label(p.label, item.name), p.unit, tuple(p.by), tuple(dated),
             p.provenance, cites, p.source, p.note, item.package,
         )
+
+    def check_coverage(self, item: _Item, p: doc.Parameter, dated: list[ir.DatedValue]) -> None:
+        """PE303 (warning): a dated value that leaves out some values of an enum dimension."""
+        import itertools
+
+        domains = []
+        for dim in p.by:
+            target = self.resolved.get(dim)
+            if target is None or not target.values:
+                return
+            domains.append(target.values)
+        for value in dated:
+            keys = {k for k, _ in value.entries}
+            missing = [k for k in itertools.product(*domains) if k not in keys]
+            if missing:
+                shown = "; ".join(", ".join(f"{d} = {k}" for d, k in zip(p.by, key)) for key in missing[:4])
+                self.diags.at(item.document, item.path + ("values",), "PE303",
+                              f"the value of `{item.name}` from {value.start} has no entry for {shown}"
+                              + (f" (and {len(missing) - 4} more)" if len(missing) > 4 else ""),
+                              hint="decisions that need it are not in force for those cases on those dates")
 
     def parameter_entries(self, value: Any, p: doc.Parameter, item: _Item, where: Path
                           ) -> tuple[tuple[tuple[str, ...], Any], ...] | None:
@@ -715,8 +736,47 @@ class _Compiler:
 
     # -- whole policy --------------------------------------------------------------------------
 
+    def check_windows(self) -> None:
+        """PE252: every window ends on or after it starts; package versions do not overlap."""
+        def check(document: LoadedDocument, path: Path, start: Any, end: Any, what: str) -> None:
+            if start is not None and end is not None and end < start:
+                self.diags.at(document, path, "PE252", f"{what} ends ({end}) before it starts ({start})",
+                              hint="swap the dates, or remove the end date for an open window")
+
+        for package in self.chain:
+            m = package.manifest
+            ordered = sorted(enumerate(m.versions), key=lambda iv: iv[1].effective_from)
+            for i, v in enumerate(m.versions):
+                check(package.manifest_doc, ("versions", i), v.effective_from, v.effective_to, f"version {v.version}")
+            for (i, a), (j, b) in zip(ordered, ordered[1:]):
+                # an open-ended version is superseded by the next one; an explicit end must not overlap
+                if a.effective_to is not None and a.effective_to >= b.effective_from:
+                    self.diags.at(package.manifest_doc, ("versions", j), "PE252",
+                                  f"version {b.version} starts {b.effective_from} while version {a.version} "
+                                  f"is still in force", hint=f"end version {a.version} the day before")
+            for source_id, source in m.sources.items():
+                if source.in_force is not None:
+                    check(package.manifest_doc, ("sources", source_id, "in_force"), source.in_force.from_,
+                          source.in_force.to, f"the window of source {source_id}")
+        for kind in ("decisions", "derived", "parameters"):
+            for item in self.items[kind].values():
+                window = getattr(item.model, "in_force", None)
+                if window is not None:
+                    check(item.document, item.path + ("in_force",), window.from_, window.to, f"`{item.name}`")
+                table = getattr(item.model, "table", None)
+                for r, row in enumerate(table.rows if table is not None else ()):
+                    if row.in_force is not None:
+                        check(item.document, item.path + ("table", "rows", r, "in_force"), row.in_force.from_,
+                              row.in_force.to, f"row `{row.id}`")
+                values = getattr(item.model, "values", None) if kind == "parameters" else None
+                for v, entry in enumerate(values if isinstance(values, list) else ()):
+                    if isinstance(entry, dict):
+                        check(item.document, item.path + ("values", v), entry.get("from"), entry.get("to"),
+                              f"a value of `{item.name}`")
+
     def compile(self) -> ir.CompiledPolicy | None:
         self.merge()
+        self.check_windows()
         self.declare_names()
         inputs = [self.input_node(i) for i in self.items["inputs"].values()]
         parameters = [p for p in (self.parameter_node(i) for i in self.items["parameters"].values()) if p]

@@ -47,7 +47,7 @@ CODES: dict[str, tuple[Severity, str]] = {
     "PE252": ("error", "invalid version window"),
     "PE301": ("error", "more than one row matched a unique table"),
     "PE302": ("error", "matched rows disagree under hit policy A"),
-    "PE303": ("error", "parameter has no value for a dimension key"),
+    "PE303": ("warning", "parameter has no value for a dimension key"),
     "PE401": ("error", "invalid fact"),
     "PE402": ("error", "invalid as_of date"),
     "PE403": ("error", "unknown entity"),

@@ -176,7 +176,16 @@ class Engine:
         backend = self._backend(trace)
         events: list[tuple[Any, ...]] | None = [] if trace else None
         case = Case(values, members, day, events)
+        if self.policy.version_at(day) is None:  # before (or after) every version of the package
+            windows = ", ".join(f"{v.version}: {v.start}..{v.end or ''}" for v in self.policy.versions)
+            reason = f"package `{self.policy.id}` has no version in force on {day.isoformat()} ({windows})"
+            for node in wanted:
+                case.outcomes[node.id] = ("not_in_force", {}, reason, node.cites)
+                if events is not None:
+                    events.append(("decision", node.id, "not_in_force", reason))
         for node in wanted:
+            if node.id in case.outcomes:
+                continue
             try:
                 backend.runners[node.id](case)
             except NotInForce as stop:  # pragma: no cover - runners catch their own

@@ -213,9 +213,10 @@ class Backend:
             else:
                 key = ()
             if key not in index:
-                raise PolicyError([make("PE303", f"parameter `{name}` has no value for "
-                                         f"{', '.join(f'{d}={k}' for d, k in zip(by, key))} on {c.as_of}",
-                                         path=f"parameters.{name}")])
+                # a rule for this key is not in force on this date (e.g. a tier introduced later)
+                raise NotInForce(f"parameter `{name}` has no value for "
+                                 f"{', '.join(f'{d} = {k}' for d, k in zip(by, key))} on {c.as_of.isoformat()}",
+                                 node.cites)
             value = index[key]
             if tracing and c.trace is not None:
                 c.trace.append(("param", name, key, value, dated_value.start, dated_value.provenance))
@@ -351,6 +352,7 @@ class Backend:
         n_out = len(table.outputs)
         priorities = [{v: i for i, v in enumerate(p)} for p in table.priorities]
         row_ids = [r.id for r in table.rows]
+        policy = self.policy
 
         def evaluate(c: Case, m: Any) -> tuple[Any, ...]:
             trace = c.trace if tracing else None
@@ -398,7 +400,7 @@ class Backend:
                 c.fired[owner] = indices
             if trace is not None:
                 trace.append(("fired", owner, indices, hit))
-            return _apply_hit(hit, matched, n_out, priorities, owner, row_ids)
+            return _apply_hit(hit, matched, n_out, priorities, owner, row_ids, policy)
         return evaluate
 
     def _test(self, test: ir.Test) -> Callable[[Case, Any, Any], tuple[Any, Any, Any]]:
@@ -700,21 +702,34 @@ _ABSENT = object()
 _UNSET = object()
 
 
+def _locate(policy: ir.CompiledPolicy | None, owner: str, row: str) -> dict[str, Any]:
+    if policy is None:
+        return {"path": owner}
+    for kind in ("decisions", "derived"):
+        file, line, column = policy.location(f"{kind}.{owner}.rows.{row}")
+        if file is not None:
+            return {"file": file, "line": line, "column": column, "path": f"{kind}.{owner}.table.rows"}
+    return {"path": owner}
+
+
 def _apply_hit(hit: str, matched: list[tuple[int, list[Any]]], n_out: int,
-               priorities: list[dict[Any, int]], owner: str, row_ids: list[str]) -> tuple[Any, ...]:
+               priorities: list[dict[Any, int]], owner: str, row_ids: list[str],
+               policy: ir.CompiledPolicy | None = None) -> tuple[Any, ...]:
     if hit in ("F",) or len(matched) == 1 and hit in ("U", "A", "P"):
         return tuple(matched[0][1])
     if hit == "U":
-        ids = ", ".join(row_ids[i] for i, _ in matched)
-        raise PolicyError([make("PE301", f"table `{owner}` has hit policy U but rows {ids} all match",
-                                path=owner, hint="make the rows exclusive, or choose another hit policy")])
+        ids = ", ".join(f"`{row_ids[i]}`" for i, _ in matched)
+        raise PolicyError([make("PE301", f"table `{owner}` has hit policy U but rows {ids} all match this case",
+                                hint="make the rows exclusive, or choose another hit policy (F, P, C...)",
+                                **_locate(policy, owner, row_ids[matched[1][0]]))])
     if hit == "A":
         first = matched[0][1]
         for index, outputs in matched[1:]:
             if outputs != first:
                 raise PolicyError([make("PE302", f"table `{owner}` has hit policy A but rows "
-                                         f"{row_ids[matched[0][0]]} and {row_ids[index]} give different outputs",
-                                         path=owner)])
+                                         f"`{row_ids[matched[0][0]]}` and `{row_ids[index]}` give different outputs",
+                                         hint="rows that overlap under A must agree; use P or F to choose",
+                                         **_locate(policy, owner, row_ids[index]))])
         return tuple(first)
     if hit in ("P", "O"):
         def rank(entry: tuple[int, list[Any]]) -> tuple[int, ...]:

@@ -23,13 +23,14 @@ _T = {
     "zh": {
         "decided": "", "needs_information": "需要补充信息", "not_in_force": "未生效",
         "missing": "缺少以下事实：{items}。", "basis": "依据：{cites}", "rule": "（规则 {row}）",
+        "also": "计算依据：{items}", "also_item": "{label}：{cites}",
         "not_in_force_reason": "本项决定在 {day} 不适用：{reason}。",
         "illustrative": "注意：使用了示意性参数「{label}」= {value}{unit}（{note}），并非正式公布的数值，须由当地替换。",
         "nomatch": "「{owner}」没有规则适用，取默认值。",
         "true": "是", "false": "否", "null": "无", "unknown": "未知", "sep": "；", "colon": "：",
         "above": "高于", "below": "低于", "equal": "等于", "not_equal": "不等于",
-        "fail_cmp": "{left} {actual}，{rel}{right} {limit}{margin}，不满足「{cell}」",
-        "pass_cmp": "{left} {actual}，{rel}{right} {limit}", "pass_generic": "{left} 为 {actual}，满足「{cell}」",
+        "fail_cmp": "{left} {actual}，{rel}{right}{limit}{margin}，不满足「{cell}」",
+        "pass_cmp": "{left} {actual}，{rel}{right}{limit}", "pass_generic": "{left} 为 {actual}，满足「{cell}」",
         "values": "（{items}）", "item_sep": "，", "formula": "{label} = {formula}",
         "margin": " {amount}", "fail_generic": "{left} 为 {actual}，不满足「{cell}」",
         "row_line": "规则 {row}：{result}", "row_fired": "适用", "row_failed": "不适用", "row_unknown": "无法判断",
@@ -41,14 +42,15 @@ _T = {
     "en": {
         "decided": "", "needs_information": "needs information", "not_in_force": "not in force",
         "missing": "Missing facts: {items}.", "basis": "Basis: {cites}", "rule": " (rule {row})",
+        "also": "Computed under: {items}", "also_item": "{label}: {cites}",
         "not_in_force_reason": "This decision does not apply on {day}: {reason}.",
         "illustrative": "Note: uses the illustrative parameter \"{label}\" = {value}{unit} ({note}), "
                         "not a published figure; a locality must replace it.",
         "nomatch": "No rule of \"{owner}\" applies; default used.",
         "true": "yes", "false": "no", "null": "none", "unknown": "unknown", "sep": "; ", "colon": ": ",
         "above": "is above", "below": "is below", "equal": "equals", "not_equal": "differs from",
-        "fail_cmp": "{left} {actual} {rel} {right} {limit}{margin}, so \"{cell}\" does not hold",
-        "pass_cmp": "{left} {actual} {rel} {right} {limit}", "pass_generic": "{left} is {actual}, so \"{cell}\" holds",
+        "fail_cmp": "{left} {actual} {rel} {right}{limit}{margin}, so \"{cell}\" does not hold",
+        "pass_cmp": "{left} {actual} {rel} {right}{limit}", "pass_generic": "{left} is {actual}, so \"{cell}\" holds",
         "values": " ({items})", "item_sep": ", ", "formula": "{label} = {formula}",
         "margin": " by {amount}", "fail_generic": "{left} is {actual}, so \"{cell}\" does not hold",
         "row_line": "rule {row}: {result}", "row_fired": "applies", "row_failed": "does not apply",
@@ -230,6 +232,9 @@ def _failed_cell(names: _Names, table: ir.Table, row: ir.Row, cell: tuple[Any, .
         if isinstance(test.a, ir.Ref):
             right = names.label(test.a.name, lang)
             limit_unit = names.unit(test.a.name, lang)
+        elif isinstance(test.a, ir.Const):
+            right = ""
+            limit_unit = unit
         else:
             right = formula(names, test.a, lang)
             limit_unit = unit
@@ -238,7 +243,8 @@ def _failed_cell(names: _Names, table: ir.Table, row: ir.Row, cell: tuple[Any, .
         margin = "" if diff == 0 else t["margin"].format(amount=fmt(abs(diff), kind, lang, names.rounding) + unit)
         if lang == "zh" and diff != 0:
             margin = " " + fmt(abs(diff), kind, lang, names.rounding) + unit
-        return t["pass_cmp" if passed else "fail_cmp"].format(left=left, actual=actual_text, rel=rel, right=right,
+        return t["pass_cmp" if passed else "fail_cmp"].format(left=left, actual=actual_text, rel=rel,
+                                                           right=right + (" " if right else ""),
                                     limit=fmt(a, kind, lang, names.rounding) + limit_unit,
                                     margin=margin, cell=test.text)
     return t["pass_generic" if passed else "fail_generic"].format(left=left, actual=actual_text, cell=test.text)
@@ -330,6 +336,21 @@ def render(decision: Decision, lang: str = "zh", level: str = "summary") -> str:
                     lines.append("    " + _failed_cell(names, table, row, cell, lang, passed=True) + t["period"])
         elif node.cites:
             lines.append("  " + t["basis"].format(cites=_cites_lang(node.cites, lang)) + t["period"])
+        if table is not None and decision_id in fired and node.cites:
+            shown = {c for index in fired[decision_id] for c in table.rows[index].cites}
+            if set(node.cites) - shown:
+                lines.append("  " + t["basis"].format(cites=_cites_lang(node.cites, lang)) + t["period"])
+        # the clauses behind the values it used: derived values and parameters with their own cites
+        used = {e[1] for e in events if e[0] in ("derived", "param")} & deps
+        extra = []
+        for used_name in sorted(used):
+            item_cites = (names.derived[used_name].cites if used_name in names.derived
+                          else names.parameters[used_name].cites if used_name in names.parameters else ())
+            if item_cites:
+                extra.append(t["also_item"].format(label=names.label(used_name, lang),
+                                                   cites=_cites_lang(item_cites, lang)))
+        if extra and outcome.status != "not_in_force":
+            lines.append("  " + t["also"].format(items=t["sep"].join(extra)) + t["period"])
         # failed conditions
         failed_lines: list[str] = []
         for owner in sorted(owners, key=lambda o: (o != decision_id, o)):
@@ -349,7 +370,7 @@ def render(decision: Decision, lang: str = "zh", level: str = "summary") -> str:
                     continue
                 text = _failed_cell(names, owner_table, row, cell, lang)
                 cites = _cites_lang(row.cites, lang)
-                failed_lines.append("  " + (f"{t['rule'].format(row=row.id).strip(' （）()')}{t['colon']}" if level != "summary" else "")
+                failed_lines.append("  " + f"{t['rule'].format(row=row.id).strip(' （）()')}{t['colon']}"
                                     + text + (f"（{cites}）" if lang == "zh" and cites else f" ({cites})" if cites else "")
                                     + t["period"])
         if level == "fails" and not failed_lines and outcome.status == "decided":

@@ -215,10 +215,25 @@ def load_text(text: str, file: str) -> tuple[LoadedDocument | None, list[Diagnos
     """Parse YAML text; returns the document (None when unusable) and all diagnostics."""
     source_map = SourceMap(file)
     try:
+        # Depth first, with the event parser: composing a deeply nested document recurses in C
+        # and can crash the interpreter before any Python-level limit is reached.
+        depth = 0
+        for event in yaml.parse(text, Loader=_Loader):
+            if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
+                depth += 1
+                if depth > MAX_DEPTH:
+                    mark = event.start_mark
+                    return None, [make("PE103", f"values are nested more than {MAX_DEPTH} levels deep",
+                                       file=file, line=mark.line + 1, column=mark.column + 1)]
+            elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+                depth -= 1
         node = yaml.compose(text, Loader=_Loader)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         message = " ".join(p for p in (exc.context, exc.problem) if p) or "invalid YAML"
+        if exc.context_mark is not None and exc.problem_mark is not None and \
+                exc.context_mark.line != exc.problem_mark.line:
+            message += f" (the construct started at line {exc.context_mark.line + 1}, column {exc.context_mark.column + 1})"
         return None, [
             make(
                 "PE101",
@@ -266,5 +281,9 @@ def load_file(path: str | os.PathLike[str], display: str | None = None,
     except OSError as exc:
         return None, [make("PE100", f"cannot read file: {exc.strerror}", file=name)]
     except UnicodeDecodeError as exc:
-        return None, [make("PE100", f"file is not UTF-8 ({exc.reason})", file=name)]
+        before = raw[: exc.start]
+        line = before.count(b"\n") + 1
+        column = exc.start - (before.rfind(b"\n") + 1) + 1
+        return None, [make("PE100", f"file is not UTF-8 ({exc.reason})", file=name, line=line, column=column,
+                           hint="save the file as UTF-8 (files saved as GBK or GB18030 fail here)")]
     return load_text(text, name)
