@@ -284,13 +284,19 @@ class _Compiler:
     def label(self, label: doc.Label | None, name: str) -> ir.Label:
         return ir.Label(label.zh, label.en) if label else ir.Label(name, name.replace("_", " "))
 
+    @staticmethod
+    def value_labels(values: Any) -> tuple[tuple[str, ir.Label], ...]:
+        if isinstance(values, dict):
+            return tuple((k, ir.Label(v.zh, v.en)) for k, v in values.items())
+        return ()
+
     def input_node(self, item: _Item) -> ir.InputNode:
         m: doc.Input = item.model
         if m.type == "enum" and not m.values:
             self.diags.at(item.document, item.path + ("values",), "PE202", f"enum input `{item.name}` needs `values`")
         return ir.InputNode(
             item.name, m.type, m.entity, tuple((m.path or item.name).split(".")), self.label(m.label, item.name),
-            m.unit, tuple(m.values or ()),
+            m.unit, tuple(m.values or ()), self.value_labels(m.values),
         )
 
     def parameter_node(self, item: _Item) -> ir.ParameterNode | None:
@@ -459,7 +465,7 @@ class _Compiler:
             table = self.table(d.table, item, item.path + ("table",), entity, {item.name: out}, {})
         deps = refs_of(expr) | (self.table_refs(table) if table else set())
         return ir.DerivedNode(item.name, d.type, entity, self.label(d.label, item.name), expr, table, cites,
-                              d.unit, tuple(d.values or ()), tuple(sorted(deps)))
+                              d.unit, tuple(d.values or ()), tuple(sorted(deps)), self.value_labels(d.values))
 
     def decision_node(self, item: _Item) -> ir.DecisionNode | None:
         dec: doc.Decision = item.model
@@ -506,7 +512,7 @@ class _Compiler:
             available[short] = out_resolved[short]
             nodes.append(ir.OutputNode(f"{item.name}.{short}", short, output.type,
                                        self.label(output.label, short), expr, output.unit or dec.unit,
-                                       tuple(output.values or ())))
+                                       tuple(output.values or ()), self.value_labels(output.values)))
         deps = set().union(*(refs_of(o.expr) for o in nodes)) | (self.table_refs(table) if table else set())
         deps = {d for d in deps if not d.startswith(f"{item.name}.")}
         return ir.DecisionNode(item.name, dec.entity, self.label(dec.label, item.name), cites, window,

@@ -130,7 +130,8 @@ class Manifest(_Strict):
 class _Typed(_Strict):
     type: TypeName
     unit: str | None = None
-    values: list[str] | None = Field(default=None, description="the allowed values of an enum")
+    values: list[str] | dict[str, Label] | None = Field(
+        default=None, description="the allowed values of an enum: a list, or a mapping value -> {zh, en} label")
     label: Label | None = None
     description: str | None = None
 
@@ -217,7 +218,7 @@ class Decision(_Strict):
     value: Any = None
     type: TypeName | None = None
     unit: str | None = None
-    values: list[str] | None = None
+    values: list[str] | dict[str, Label] | None = None
 
 
 class Module(_Strict):

@@ -31,6 +31,7 @@ _T = {
         "above": "高于", "below": "低于", "equal": "等于", "not_equal": "不等于",
         "fail_cmp": "{left} {actual}，{rel}{right}{limit}{margin}，不满足「{cell}」",
         "pass_cmp": "{left} {actual}，{rel}{right}{limit}", "pass_generic": "{left} 为 {actual}，满足「{cell}」",
+        "pass_eq": "{left}：{actual}", "fail_eq": "{left}：{actual}，本规则要求「{expected}」",
         "values": "（{items}）", "item_sep": "，", "formula": "{label} = {formula}",
         "margin": " {amount}", "fail_generic": "{left} 为 {actual}，不满足「{cell}」",
         "row_line": "规则 {row}：{result}", "row_fired": "适用", "row_failed": "不适用", "row_unknown": "无法判断",
@@ -51,6 +52,7 @@ _T = {
         "above": "is above", "below": "is below", "equal": "equals", "not_equal": "differs from",
         "fail_cmp": "{left} {actual} {rel} {right}{limit}{margin}, so \"{cell}\" does not hold",
         "pass_cmp": "{left} {actual} {rel} {right}{limit}", "pass_generic": "{left} is {actual}, so \"{cell}\" holds",
+        "pass_eq": "{left}: {actual}", "fail_eq": "{left}: {actual}, this rule requires {expected}",
         "values": " ({items})", "item_sep": ", ", "formula": "{label} = {formula}",
         "margin": " by {amount}", "fail_generic": "{left} is {actual}, so \"{cell}\" does not hold",
         "row_line": "rule {row}: {result}", "row_fired": "applies", "row_failed": "does not apply",
@@ -86,6 +88,14 @@ class _Names:
             if d.table is not None:
                 self.tables[d.name] = d.table
         self.parameters = {p.name: p for p in policy.parameters}
+        self.value_labels: dict[str, dict[str, ir.Label]] = {}
+        everywhere: dict[str, ir.Label] = {}
+        for node in (*policy.inputs, *policy.derived, *(o for d in policy.decisions for o in d.outputs)):
+            if node.value_labels:
+                self.value_labels[node.name] = dict(node.value_labels)
+                for value, label in node.value_labels:
+                    everywhere.setdefault(value, label)
+        self.any_value_label = everywhere
         self.derived = {d.name: d for d in policy.derived}
         self.rounding = policy.rounding
         self._deps: dict[str, set[str]] = {}
@@ -104,6 +114,16 @@ class _Names:
             return ""
         text = UNITS[info[1]][0 if lang == "zh" else 1]
         return (" " + text) if text else ""
+
+    def show(self, value: Any, name: str | None, kind: str, lang: str) -> str:
+        """A value for people: enum values by their label, money to the unit."""
+        if isinstance(value, str):
+            label = self.value_labels.get(name or "", {}).get(value) or self.any_value_label.get(value)
+            if label is not None:
+                return str(getattr(label, lang))
+        if isinstance(value, (list, tuple)):
+            return "[" + ", ".join(self.show(v, name, "", lang) for v in value) + "]"
+        return fmt(value, kind, lang, self.rounding)
 
     def kind(self, name: str) -> str:
         info = self.info.get(name)
@@ -175,7 +195,7 @@ def formula(names: "_Names", e: ir.Expr | None, lang: str) -> str:
         if x is None:
             return ""
         if isinstance(x, ir.Const):
-            return fmt(x.value, x.type, lang)
+            return names.show(x.value, None, x.type, lang)
         if isinstance(x, ir.AsOf):
             return f["as_of"]
         if isinstance(x, ir.Ref):
@@ -216,38 +236,39 @@ def _cites_lang(cites: tuple[ir.Cite, ...], lang: str) -> str:
     return joiner.join(c.render() for c in cites)
 
 
-def _failed_cell(names: _Names, table: ir.Table, row: ir.Row, cell: tuple[Any, ...], lang: str,
-                 passed: bool = False) -> str:
+def _cell_text(names: _Names, table: ir.Table, row: ir.Row, cell: tuple[Any, ...], lang: str) -> str:
+    """One tested cell in words: what the value was, what the rule asked, and the margin."""
     t = _T[lang]
-    col, actual, passed, a, b = cell
-    column_name = table.columns[col]
+    col, actual, passed, a, _b = cell
     column_expr = table.inputs[col]
     test = row.tests[col]
     kind = column_expr.type
-    left = names.label(column_name, lang) if isinstance(column_expr, ir.Ref) else column_name
-    unit = names.unit(column_expr.name, lang) if isinstance(column_expr, ir.Ref) else ""
-    actual_text = fmt(actual, kind, lang, names.rounding) + unit
-    if test.kind == "compare" and test.op in ("<", "<=", ">", ">=") and a is not None and \
+    column = column_expr.name if isinstance(column_expr, ir.Ref) else None
+    left = names.label(column, lang) if column else formula(names, column_expr, lang)
+    unit = names.unit(column, lang) if column else ""
+    actual_text = names.show(actual, column, kind, lang) + (unit if actual is not None else "")
+    if test.kind == "compare" and test.op in ("<", "<=", ">", ">=") and \
             isinstance(actual, (int, Decimal)) and isinstance(a, (int, Decimal)):
         if isinstance(test.a, ir.Ref):
-            right = names.label(test.a.name, lang)
-            limit_unit = names.unit(test.a.name, lang)
+            right, limit_unit = names.label(test.a.name, lang), names.unit(test.a.name, lang)
         elif isinstance(test.a, ir.Const):
-            right = ""
-            limit_unit = unit
+            right, limit_unit = "", unit
         else:
-            right = formula(names, test.a, lang)
-            limit_unit = unit
+            right, limit_unit = formula(names, test.a, lang), unit
         diff = Decimal(actual) - Decimal(a)
         rel = t["above"] if diff > 0 else t["below"] if diff < 0 else t["equal"]
-        margin = "" if diff == 0 else t["margin"].format(amount=fmt(abs(diff), kind, lang, names.rounding) + unit)
-        if lang == "zh" and diff != 0:
-            margin = " " + fmt(abs(diff), kind, lang, names.rounding) + unit
-        return t["pass_cmp" if passed else "fail_cmp"].format(left=left, actual=actual_text, rel=rel,
-                                                           right=right + (" " if right else ""),
-                                    limit=fmt(a, kind, lang, names.rounding) + limit_unit,
-                                    margin=margin, cell=test.text)
-    return t["pass_generic" if passed else "fail_generic"].format(left=left, actual=actual_text, cell=test.text)
+        amount = fmt(abs(diff), kind, lang, names.rounding) + unit
+        margin = "" if diff == 0 else (" " + amount if lang == "zh" else t["margin"].format(amount=amount))
+        return t["pass_cmp" if passed is True else "fail_cmp"].format(
+            left=left, actual=actual_text, rel=rel, right=right + (" " if right else ""),
+            limit=fmt(a, kind, lang, names.rounding) + limit_unit, margin=margin, cell=test.text)
+    if test.kind == "compare" and test.op == "==" and isinstance(test.a, ir.Const):
+        expected = names.show(test.a.value, column, kind, lang)
+        if passed is True:
+            return t["pass_eq"].format(left=left, actual=actual_text)
+        return t["fail_eq"].format(left=left, actual=actual_text, expected=expected)
+    return t["pass_generic" if passed is True else "fail_generic"].format(left=left, actual=actual_text,
+                                                                           cell=test.text)
 
 
 def _last_values(events: tuple[tuple[Any, ...], ...]) -> dict[str, Any]:
@@ -270,17 +291,30 @@ def _formula_line(names: _Names, output: ir.OutputNode, values: dict[str, Any], 
     items = []
     for ref in sorted(refs_of(output.expr)):
         if ref in values and names.kind(ref) != "list":
-            items.append(f"{names.label(ref, lang)} {fmt(values[ref], names.kind(ref), lang, names.rounding)}"
-                         f"{names.unit(ref, lang) if values[ref] is not None and not isinstance(values[ref], Unknown) else ''}")
+            value = values[ref]
+            shown = names.show(value, ref, names.kind(ref), lang)
+            known = value is not None and not isinstance(value, Unknown)
+            items.append(f"{names.label(ref, lang)} {shown}{names.unit(ref, lang) if known else ''}")
     text = t["formula"].format(label=getattr(output.label, lang), formula=formula(names, output.expr, lang))
     return text + (t["values"].format(items=t["item_sep"].join(items)) if items else "")
 
 
-def _row_events(events: tuple[tuple[Any, ...], ...], owners: set[str]) -> list[tuple[Any, ...]]:
-    return [e for e in events if e[0] == "row" and e[1] in owners]
+def _row_line(names: _Names, table: ir.Table, row: ir.Row, event: tuple[Any, ...], lang: str) -> str | None:
+    """A failed row: its id, the first cell that failed, and the row's clause."""
+    t = _T[lang]
+    if not event[4]:
+        return None
+    text = _cell_text(names, table, row, event[4][-1], lang)
+    cites = _cites_lang(row.cites, lang)
+    label = t["rule"].format(row=row.id).strip(" （）()")
+    where = (f"（{cites}）" if lang == "zh" else f" ({cites})") if cites else ""
+    return f"{label}{t['colon']}{text}{where}{t['period']}"
 
 
 def render(decision: Decision, lang: str = "zh", level: str = "summary") -> str:
+    """summary: result, deciding rule, its conditions, why better rules failed, placeholders.
+    fails: also every failed condition of every table used, and each output's formula.
+    full: also the clauses of every value used, and the whole trace."""
     if lang not in _T:
         raise ValueError(f"lang must be zh or en, not {lang!r}")
     if level not in ("summary", "fails", "full"):
@@ -289,17 +323,17 @@ def render(decision: Decision, lang: str = "zh", level: str = "summary") -> str:
     names = _Names(decision.policy)
     events = decision.events
     lines: list[str] = []
-    seen_row_events: dict[tuple[str, int], tuple[Any, ...]] = {}
+    row_events: dict[tuple[str, int], tuple[Any, ...]] = {}
     fired: dict[str, tuple[int, ...]] = {}
-    for e in events:
-        if e[0] == "row":
-            seen_row_events[(e[1], e[2])] = e
-        elif e[0] == "fired":
-            fired[e[1]] = e[2]
     illustrative: dict[str, tuple[Any, ...]] = {}
     for e in events:
-        if e[0] == "param" and e[5] == "illustrative":
+        if e[0] == "row":
+            row_events[(e[1], e[2])] = e
+        elif e[0] == "fired":
+            fired[e[1]] = e[2]
+        elif e[0] == "param" and e[5] == "illustrative":
             illustrative.setdefault(e[1], e)
+    values = _last_values(events)
     for decision_id, outcome in decision.items():
         node = names.decisions[decision_id]
         label = getattr(node.label, lang)
@@ -309,78 +343,62 @@ def render(decision: Decision, lang: str = "zh", level: str = "summary") -> str:
             if outcome.cites:
                 lines.append("  " + t["basis"].format(cites=_cites_lang(outcome.cites, lang)) + t["period"])
             continue
-        parts = []
-        for output in node.outputs:
-            value = outcome.outputs.get(output.short)
-            unit = names.unit(output.name, lang)
-            out_label = getattr(output.label, lang)
-            parts.append(f"{out_label} {fmt(value, output.type, lang, names.rounding)}{unit if value is not None and not isinstance(value, Unknown) else ''}")
-        head = f"{label}{t['colon']}" + t["sep"].join(parts) + t["period"]
         if outcome.status == "needs_information":
-            head = f"{label}{t['colon']}{t['needs_information']}{t['period']}"
-        lines.append(head)
-        if outcome.status == "needs_information":
-            items = ", ".join(outcome.missing)
-            lines.append("  " + t["missing"].format(items=items))
+            lines.append(f"{label}{t['colon']}{t['needs_information']}{t['period']}")
+            lines.append("  " + t["missing"].format(items=", ".join(outcome.missing)))
+        else:
+            parts = []
+            for output in node.outputs:
+                value = outcome.outputs.get(output.short)
+                known = value is not None and not isinstance(value, Unknown)
+                parts.append(f"{getattr(output.label, lang)} {names.show(value, output.name, output.type, lang)}"
+                             f"{names.unit(output.name, lang) if known else ''}")
+            lines.append(f"{label}{t['colon']}" + t["sep"].join(parts) + t["period"])
         deps = names.depends(decision_id)
-        owners = {n for n in deps if n in names.tables} | ({decision_id} if decision_id in names.tables else set())
-        # the rule that decided
         table = names.tables.get(decision_id)
+        # the rule that decided, with its clause and the conditions it checked
+        shown_cites: set[ir.Cite] = set()
         if table is not None and decision_id in fired:
             for index in fired[decision_id]:
                 row = table.rows[index]
+                shown_cites.update(row.cites)
                 lines.append("  " + t["basis"].format(cites=_cites_lang(row.cites, lang) or "-")
                              + t["rule"].format(row=row.id) + t["period"])
-                event = seen_row_events.get((decision_id, index))
+                event = row_events.get((decision_id, index))
                 for cell in event[4] if event else ():
-                    lines.append("    " + _failed_cell(names, table, row, cell, lang, passed=True) + t["period"])
-        elif node.cites:
+                    lines.append("    " + _cell_text(names, table, row, cell, lang) + t["period"])
+        if node.cites and not set(node.cites) <= shown_cites:
             lines.append("  " + t["basis"].format(cites=_cites_lang(node.cites, lang)) + t["period"])
-        if table is not None and decision_id in fired and node.cites:
-            shown = {c for index in fired[decision_id] for c in table.rows[index].cites}
-            if set(node.cites) - shown:
-                lines.append("  " + t["basis"].format(cites=_cites_lang(node.cites, lang)) + t["period"])
-        # the clauses behind the values it used: derived values and parameters with their own cites
-        used = {e[1] for e in events if e[0] in ("derived", "param")} & deps
-        extra = []
-        for used_name in sorted(used):
-            item_cites = (names.derived[used_name].cites if used_name in names.derived
-                          else names.parameters[used_name].cites if used_name in names.parameters else ())
-            if item_cites:
-                extra.append(t["also_item"].format(label=names.label(used_name, lang),
-                                                   cites=_cites_lang(item_cites, lang)))
-        if extra and outcome.status != "not_in_force":
-            lines.append("  " + t["also"].format(items=t["sep"].join(extra)) + t["period"])
-        # failed conditions
-        failed_lines: list[str] = []
-        for owner in sorted(owners, key=lambda o: (o != decision_id, o)):
+        # why the rules before it did not apply (summary), or every failed condition (fails, full)
+        owners = [decision_id] if decision_id in names.tables else []
+        if level != "summary":
+            owners += sorted(n for n in deps if n in names.tables and n != decision_id)
+        for owner in owners:
             owner_table = names.tables[owner]
-            fired_here = fired.get(owner, ())
-            for (row_owner, index), event in seen_row_events.items():
-                if row_owner != owner or event[3] is not False:
+            first_fired = min(fired.get(owner, (len(owner_table.rows),)))
+            for index, row in enumerate(owner_table.rows):
+                event = row_events.get((owner, index))
+                if event is None or event[3] is not False:
                     continue
-                if level == "summary":
-                    if owner != decision_id:
-                        continue
-                    if fired_here and index > min(fired_here):
-                        continue
-                row = owner_table.rows[index]
-                cell = event[4][-1] if event[4] else None
-                if cell is None:
+                if level == "summary" and index > first_fired:
                     continue
-                text = _failed_cell(names, owner_table, row, cell, lang)
-                cites = _cites_lang(row.cites, lang)
-                failed_lines.append("  " + f"{t['rule'].format(row=row.id).strip(' （）()')}{t['colon']}"
-                                    + text + (f"（{cites}）" if lang == "zh" and cites else f" ({cites})" if cites else "")
-                                    + t["period"])
-        if level == "fails" and not failed_lines and outcome.status == "decided":
-            failed_lines.append("  " + t["fails_none"])
-        lines.extend(failed_lines)
-        if outcome.status == "decided":
-            values = _last_values(events)
+                text = _row_line(names, owner_table, row, event, lang)
+                if text:
+                    lines.append("  " + text)
+        if level != "summary" and outcome.status == "decided":
             for output in node.outputs:
                 if output.expr is not None and not isinstance(output.expr, ir.Const):
                     lines.append("  " + _formula_line(names, output, values, lang) + t["period"])
+        if level == "full" and outcome.status != "not_in_force":
+            used = {e[1] for e in events if e[0] in ("derived", "param")} & deps
+            extra = []
+            for used_name in sorted(used):
+                item = names.derived.get(used_name) or names.parameters.get(used_name)
+                if item is not None and item.cites:
+                    extra.append(t["also_item"].format(label=names.label(used_name, lang),
+                                                       cites=_cites_lang(item.cites, lang)))
+            if extra:
+                lines.append("  " + t["also"].format(items=t["sep"].join(extra)) + t["period"])
         for param_name, event in illustrative.items():
             if param_name in deps:
                 param = names.parameters[param_name]
@@ -411,7 +429,7 @@ def _event_line(names: _Names, e: tuple[Any, ...], lang: str) -> str | None:
     if kind == "input":
         where = f"[{e[2]}]" if e[2] is not None else ""
         return "· " + t["input"].format(label=names.label(e[1], lang) + where,
-                                        value=fmt(e[3], names.kind(e[1]), lang, names.rounding),
+                                        value=names.show(e[3], e[1], names.kind(e[1]), lang),
                                         unit=names.unit(e[1], lang) if not isinstance(e[3], Unknown) else "")
     if kind == "param":
         prov = {"sourced": t["sourced"], "derived": t["derived_p"], "illustrative": t["illustrative_p"]}[e[5]]
@@ -424,7 +442,7 @@ def _event_line(names: _Names, e: tuple[Any, ...], lang: str) -> str | None:
         node = names.derived.get(e[1])
         how = f" = {formula(names, node.expr, lang)}" if node is not None and node.expr is not None else ""
         return "· " + t["derived"].format(label=names.label(e[1], lang) + where,
-                                          value=fmt(e[3], names.kind(e[1]), lang, names.rounding),
+                                          value=names.show(e[3], e[1], names.kind(e[1]), lang),
                                           unit=names.unit(e[1], lang) if not isinstance(e[3], Unknown) else "") + how
     if kind == "row":
         table = names.tables[e[1]]
@@ -432,7 +450,7 @@ def _event_line(names: _Names, e: tuple[Any, ...], lang: str) -> str | None:
         result = t["row_fired"] if e[3] is True else t["row_failed"] if e[3] is False else t["row_unknown"]
         text = "· " + names.label(e[1], lang) + " " + t["row_line"].format(row=row.id, result=result)
         if e[3] is False and e[4]:
-            text += t["colon"] + _failed_cell(names, table, row, e[4][-1], lang)
+            text += t["colon"] + _cell_text(names, table, row, e[4][-1], lang)
         cites = _cites_lang(row.cites, lang)
         return text + (f"（{cites}）" if lang == "zh" and cites else f" ({cites})" if cites else "")
     if kind == "nomatch":
@@ -440,7 +458,7 @@ def _event_line(names: _Names, e: tuple[Any, ...], lang: str) -> str | None:
     if kind == "output":
         name = f"{e[1]}.{e[2]}"
         return "· " + t["output"].format(label=names.label(e[1], lang) + "/" + names.label(name, lang),
-                                         value=fmt(e[3], names.kind(name), lang, names.rounding),
+                                         value=names.show(e[3], name, names.kind(name), lang),
                                          unit=names.unit(name, lang) if not isinstance(e[3], Unknown) else "")
     return None
 

@@ -191,6 +191,8 @@ class InputNode:
     label: Label
     unit: str | None = None
     values: tuple[str, ...] = ()
+    #: display labels of enum values: (value, label) pairs
+    value_labels: tuple[tuple[str, Label], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -232,6 +234,8 @@ class DerivedNode:
     unit: str | None = None
     values: tuple[str, ...] = ()
     depends_on: tuple[str, ...] = ()
+    #: display labels of enum values: (value, label) pairs
+    value_labels: tuple[tuple[str, Label], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -243,6 +247,8 @@ class OutputNode:
     expr: Expr | None  # None when the decision's table produces it
     unit: str | None = None
     values: tuple[str, ...] = ()
+    #: display labels of enum values: (value, label) pairs
+    value_labels: tuple[tuple[str, Label], ...] = ()
 
 
 @dataclass(frozen=True)
