@@ -202,6 +202,8 @@ def formula(names: "_Names", e: ir.Expr | None, lang: str) -> str:
             return names.label(x.name, lang)
         if isinstance(x, ir.Unary):
             return (f["not"] if x.op == "not" else "−") + go(x.operand)
+        if isinstance(x, ir.Binary) and x.op == "//":
+            return f["floor"] + "(" + go(x.left) + " ÷ " + go(x.right) + ")"
         if isinstance(x, (ir.Binary, ir.Compare)):
             text = go(x.left) + _OPS[x.op] + go(x.right)
             return text if top else f"({text})"
@@ -385,7 +387,7 @@ def render(decision: Decision, lang: str = "zh", level: str = "summary") -> str:
                 text = _row_line(names, owner_table, row, event, lang)
                 if text:
                     lines.append("  " + text)
-        if level != "summary" and outcome.status == "decided":
+        if (level != "summary" or table is None) and outcome.status == "decided":
             for output in node.outputs:
                 if output.expr is not None and not isinstance(output.expr, ir.Const):
                     lines.append("  " + _formula_line(names, output, values, lang) + t["period"])
