@@ -348,7 +348,8 @@ class _Compiler:
                 continue
             dated.append(ir.DatedValue(
                 value.from_, value.to, pairs, value.provenance or p.provenance,
-                value.source or p.source, value.formula or p.formula, value.note or p.note,
+                value.source or p.source, value.formula or p.formula,
+                _note(value.note or p.note, "zh"), _note(value.note or p.note, "en"),
             ))
         dated.sort(key=lambda v: v.start)
         self.check_coverage(item, p, dated)
@@ -358,7 +359,7 @@ class _Compiler:
                               f"two values of `{item.name}` start on {a.start}")
         return ir.ParameterNode(
             item.name, p.type, self.label(p.label, item.name), p.unit, tuple(p.by), tuple(dated),
-            p.provenance, cites, p.source, p.note, item.package,
+            p.provenance, cites, p.source, _note(p.note, "zh"), item.package, _note(p.note, "en"),
         )
 
     def check_coverage(self, item: _Item, p: doc.Parameter, dated: list[ir.DatedValue]) -> None:
@@ -870,6 +871,13 @@ class _Compiler:
             if state.get(name) is None:
                 visit(name)
         return order
+
+
+def _note(note: Any, lang: str) -> str | None:
+    """A note given as text (one language) or {zh, en}."""
+    if note is None or isinstance(note, str):
+        return note
+    return str(getattr(note, lang))
 
 
 class _Bad:

@@ -156,7 +156,7 @@ class ParameterValue(_Strict):
     provenance: Provenance | None = None
     source: str | None = None
     formula: str | None = None
-    note: str | None = None
+    note: str | Label | None = Field(default=None, description="why the figure is a placeholder; text or {zh, en}")
     cite: Cite | None = None
 
 
@@ -167,7 +167,7 @@ class Parameter(_Typed):
     provenance: Provenance
     source: str | None = None
     formula: str | None = None
-    note: str | None = None
+    note: str | Label | None = Field(default=None, description="why the figure is a placeholder; text or {zh, en}")
     cite: Cite | None = None
 
 

@@ -99,6 +99,8 @@ class _Names:
         self.derived = {d.name: d for d in policy.derived}
         self.rounding = policy.rounding
         self._deps: dict[str, set[str]] = {}
+        #: values seen in the trace being rendered (set by render)
+        self.values: dict[str, Any] = {}
 
     def label(self, name: str, lang: str) -> str:
         info = self.info.get(name)
@@ -266,11 +268,42 @@ def _cell_text(names: _Names, table: ir.Table, row: ir.Row, cell: tuple[Any, ...
             limit=fmt(a, kind, lang, names.rounding) + limit_unit, margin=margin, cell=test.text)
     if test.kind == "compare" and test.op == "==" and isinstance(test.a, ir.Const):
         expected = names.show(test.a.value, column, kind, lang)
+        detail = _comparison_detail(names, column, lang) if column else ""
         if passed is True:
-            return t["pass_eq"].format(left=left, actual=actual_text)
-        return t["fail_eq"].format(left=left, actual=actual_text, expected=expected)
+            return t["pass_eq"].format(left=left, actual=actual_text) + detail
+        return t["fail_eq"].format(left=left, actual=actual_text, expected=expected) + detail
     return t["pass_generic" if passed is True else "fail_generic"].format(left=left, actual=actual_text,
                                                                            cell=test.text)
+
+
+def _comparison_detail(names: _Names, name: str, lang: str) -> str:
+    """For a yes/no value defined as a comparison of two numbers, the numbers and the margin."""
+    node = names.derived.get(name)
+    expr = node.expr if node is not None else None
+    if not isinstance(expr, ir.Compare) or expr.op not in ("<", "<=", ">", ">="):
+        return ""
+
+    def value_of(e: ir.Expr) -> tuple[str, Any, str]:
+        if isinstance(e, ir.Ref):
+            return names.label(e.name, lang), names.values.get(e.name), names.unit(e.name, lang)
+        if isinstance(e, ir.Const):
+            return "", e.value, ""
+        return formula(names, e, lang), None, ""
+
+    left, a, unit = value_of(expr.left)
+    right, b, right_unit = value_of(expr.right)
+    if not isinstance(a, (int, Decimal)) or not isinstance(b, (int, Decimal)) or isinstance(a, bool):
+        return ""
+    t = _T[lang]
+    kind = expr.left.type
+    diff = Decimal(a) - Decimal(b)
+    rel = t["above"] if diff > 0 else t["below"] if diff < 0 else t["equal"]
+    amount = fmt(abs(diff), kind, lang, names.rounding) + unit
+    margin = "" if diff == 0 else (" " + amount if lang == "zh" else t["margin"].format(amount=amount))
+    text = t["pass_cmp"].format(left=left, actual=fmt(a, kind, lang, names.rounding) + unit, rel=rel,
+                                right=right + (" " if right else ""),
+                                limit=fmt(b, kind, lang, names.rounding) + (right_unit or unit)) + margin
+    return f"（{text}）" if lang == "zh" else f" ({text})"
 
 
 def _last_values(events: tuple[tuple[Any, ...], ...]) -> dict[str, Any]:
@@ -336,6 +369,7 @@ def render(decision: Decision, lang: str = "zh", level: str = "summary") -> str:
         elif e[0] == "param" and e[5] == "illustrative":
             illustrative.setdefault(e[1], e)
     values = _last_values(events)
+    names.values = values
     for decision_id, outcome in decision.items():
         node = names.decisions[decision_id]
         label = getattr(node.label, lang)
@@ -405,7 +439,12 @@ def render(decision: Decision, lang: str = "zh", level: str = "summary") -> str:
             if param_name in deps:
                 param = names.parameters[param_name]
                 dated = next((v for v in param.values if v.start == event[4]), None)
-                note = (dated.note if dated and dated.note else param.note) or t["illustrative_p"]
+                if lang == "en":
+                    note = (dated.note_en if dated and dated.note_en else param.note_en) or \
+                        (dated.note if dated and dated.note else param.note)
+                else:
+                    note = dated.note if dated and dated.note else param.note
+                note = note or t["illustrative_p"]
                 lines.append("  " + t["illustrative"].format(
                     label=getattr(param.label, lang), value=fmt(event[3], param.type, lang, names.rounding),
                     unit=names.unit(param_name, lang), note=note))

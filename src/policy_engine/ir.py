@@ -205,6 +205,7 @@ class DatedValue:
     source: str | None = None
     formula: str | None = None
     note: str | None = None
+    note_en: str | None = None
 
 
 @dataclass(frozen=True)
@@ -220,6 +221,7 @@ class ParameterNode:
     source: str | None = None
     note: str | None = None
     defined_in: str = ""
+    note_en: str | None = None
 
 
 @dataclass(frozen=True)
