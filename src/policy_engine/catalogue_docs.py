@@ -20,9 +20,10 @@ import datetime as dt
 import os
 import re
 import sys
+from collections.abc import Iterable
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import yaml
 
@@ -218,7 +219,7 @@ def _rel(path: Path, base: Path) -> str:
 class _Pkg:
     """One compiled package and what it defines itself (vs. its base)."""
 
-    def __init__(self, path: Path, engine: Engine, base: "_Pkg | None"):
+    def __init__(self, path: Path, engine: Engine, base: _Pkg | None):
         self.path = path
         self.engine = engine
         self.policy = engine.policy

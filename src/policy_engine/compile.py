@@ -392,9 +392,10 @@ class _Compiler:
             if len(key) == len(p.by):
                 converted = self.convert(node, p.type, tuple(p.enum_values or ()))
                 if p.type == "money" and isinstance(converted, Decimal):
-                    shown = converted.quantize(self.rounding.unit) if converted.as_tuple().exponent > \
-                        self.rounding.unit.as_tuple().exponent else converted
-                    converted = shown if shown == converted else converted  # 739 -> 739.00, never altered
+                    # 739 -> 739.00 for display; a value with more places than the unit is never altered
+                    places, unit_places = int(converted.as_tuple().exponent), int(self.rounding.unit.as_tuple().exponent)
+                    if places > unit_places:
+                        converted = converted.quantize(self.rounding.unit)
                 if converted is _BAD:
                     ok = False
                     self.diags.at(item.document, path, "PE240",
@@ -755,7 +756,7 @@ class _Compiler:
             ordered = sorted(enumerate(m.versions), key=lambda iv: iv[1].effective_from)
             for i, v in enumerate(m.versions):
                 check(package.manifest_doc, ("versions", i), v.effective_from, v.effective_to, f"version {v.version}")
-            for (i, a), (j, b) in zip(ordered, ordered[1:]):
+            for (_, a), (j, b) in zip(ordered, ordered[1:]):
                 # an open-ended version is superseded by the next one; an explicit end must not overlap
                 if a.effective_to is not None and a.effective_to >= b.effective_from:
                     self.diags.at(package.manifest_doc, ("versions", j), "PE252",
@@ -776,9 +777,9 @@ class _Compiler:
                         check(item.document, item.path + ("table", "rows", r, "in_force"), row.in_force.from_,
                               row.in_force.to, f"row `{row.id}`")
                 values = getattr(item.model, "values", None) if kind == "parameters" else None
-                for v, entry in enumerate(values if isinstance(values, list) else ()):
+                for index, entry in enumerate(values if isinstance(values, list) else ()):
                     if isinstance(entry, dict):
-                        check(item.document, item.path + ("values", v), entry.get("from"), entry.get("to"),
+                        check(item.document, item.path + ("values", index), entry.get("from"), entry.get("to"),
                               f"a value of `{item.name}`")
 
     def compile(self) -> ir.CompiledPolicy | None:

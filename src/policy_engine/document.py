@@ -11,9 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 from decimal import Decimal
-from typing import Any, Literal, Union
-
-from typing import Annotated
+from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, WithJsonSchema, field_validator
 
@@ -162,7 +160,7 @@ class ParameterValue(_Strict):
 
 class Parameter(_Typed):
     by: list[str] = Field(default_factory=list)
-    values: Any = None  # type: ignore[assignment]  # dated values; see ParameterValue
+    values: Any = None  # dated values; see ParameterValue
     enum_values: list[str] | None = Field(default=None, description="allowed values of an enum parameter")
     provenance: Provenance
     source: str | None = None

@@ -90,7 +90,9 @@ class _Names:
         self.parameters = {p.name: p for p in policy.parameters}
         self.value_labels: dict[str, dict[str, ir.Label]] = {}
         everywhere: dict[str, ir.Label] = {}
-        for node in (*policy.inputs, *policy.derived, *(o for d in policy.decisions for o in d.outputs)):
+        labelled: list[ir.InputNode | ir.DerivedNode | ir.OutputNode] = [
+            *policy.inputs, *policy.derived, *(o for d in policy.decisions for o in d.outputs)]
+        for node in labelled:
             if node.value_labels:
                 self.value_labels[node.name] = dict(node.value_labels)
                 for value, label in node.value_labels:
@@ -106,9 +108,9 @@ class _Names:
         info = self.info.get(name)
         if info is None:
             if name in self.decisions:
-                return getattr(self.decisions[name].label, lang)
+                return str(getattr(self.decisions[name].label, lang))
             return name
-        return getattr(info[0], lang)
+        return str(getattr(info[0], lang))
 
     def unit(self, name: str, lang: str) -> str:
         info = self.info.get(name)
@@ -189,7 +191,7 @@ _FN = {
 }
 
 
-def formula(names: "_Names", e: ir.Expr | None, lang: str) -> str:
+def formula(names: _Names, e: ir.Expr | None, lang: str) -> str:
     """An IR expression in words: names by their labels, operators as symbols."""
     f = _FN[lang]
 

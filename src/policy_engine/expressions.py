@@ -124,7 +124,7 @@ class _Compiler:
             try:
                 return ir.Const(Decimal(segment.replace("_", "")), "decimal")
             except InvalidOperation:  # pragma: no cover - ast accepted it as a float
-                raise self.fail("PE226", f"cannot read the number {segment}", node)
+                raise self.fail("PE226", f"cannot read the number {segment}", node) from None
         if isinstance(value, str):
             return ir.Const(value, "text")
         raise self.fail("PE223", f"{type(value).__name__} literals are not allowed", node)
@@ -221,7 +221,7 @@ class _Compiler:
         if fn in AGGREGATES and args and isinstance(args[0], ast.Name) and args[0].id == "members":
             return self.aggregate(fn, node, member, depth)
         if node.keywords:
-            raise self.fail("PE224", f"`where=` only goes with an aggregate over members", node)
+            raise self.fail("PE224", "`where=` only goes with an aggregate over members", node)
         if fn in ("sum", "count", "any", "all", "collect"):
             raise self.fail("PE224", f"`{fn}` takes `members` as its first argument", node,
                             hint=f"for example {fn}(members, ...)")
@@ -240,7 +240,7 @@ class _Compiler:
             try:
                 return ir.Const(dt.date.fromisoformat(arg.value), "date")
             except ValueError:
-                raise self.fail("PE224", f"`{arg.value}` is not a date (YYYY-MM-DD)", node)
+                raise self.fail("PE224", f"`{arg.value}` is not a date (YYYY-MM-DD)", node) from None
         if fn == "round":
             arity(2)
             unit = args[1]
@@ -249,7 +249,7 @@ class _Compiler:
             try:
                 quantum = Decimal(unit.value)
             except InvalidOperation:
-                raise self.fail("PE224", f"`{unit.value}` is not a number", node)
+                raise self.fail("PE224", f"`{unit.value}` is not a number", node) from None
             value = self.compile(args[0], member, depth)
             self.expect_numeric(value, node, "round()")
             return ir.Call("round", (value, ir.Const(quantum, "decimal")), value.type)

@@ -45,45 +45,45 @@ class AsOf:
 @dataclass(frozen=True)
 class Unary:
     op: str  # "neg" | "pos" | "not"
-    operand: "Expr"
+    operand: Expr
     type: str
 
 
 @dataclass(frozen=True)
 class Binary:
     op: str  # "+" "-" "*" "/" "//" "%" "**"
-    left: "Expr"
-    right: "Expr"
+    left: Expr
+    right: Expr
     type: str
 
 
 @dataclass(frozen=True)
 class Compare:
     op: str  # "<" "<=" ">" ">=" "==" "!="
-    left: "Expr"
-    right: "Expr"
+    left: Expr
+    right: Expr
     type: str = "boolean"
 
 
 @dataclass(frozen=True)
 class BoolOp:
     op: str  # "and" | "or"
-    operands: tuple["Expr", ...]
+    operands: tuple[Expr, ...]
     type: str = "boolean"
 
 
 @dataclass(frozen=True)
 class IfElse:
-    condition: "Expr"
-    then: "Expr"
-    otherwise: "Expr"
+    condition: Expr
+    then: Expr
+    otherwise: Expr
     type: str
 
 
 @dataclass(frozen=True)
 class In:
-    item: "Expr"
-    options: tuple["Expr", ...]
+    item: Expr
+    options: tuple[Expr, ...]
     negate: bool
     type: str = "boolean"
 
@@ -91,7 +91,7 @@ class In:
 @dataclass(frozen=True)
 class Call:
     function: str  # min max abs floor ceil round_money round age months_between ...
-    args: tuple["Expr", ...]
+    args: tuple[Expr, ...]
     type: str
 
 
@@ -100,8 +100,8 @@ class Aggregate:
     """An aggregate over the members of a household: sum count any all min max collect."""
 
     function: str
-    body: "Expr | None"
-    where: "Expr | None"
+    body: Expr | None
+    where: Expr | None
     type: str
 
 
@@ -126,7 +126,7 @@ class Test:
     b: Expr | None = None
     low_closed: bool = True
     high_closed: bool = True
-    tests: tuple["Test", ...] = ()
+    tests: tuple[Test, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -174,7 +174,7 @@ class _Builder:
             return [self.build(item, path + (i,), depth + 1) for i, item in enumerate(node.value)]
         return self.scalar(node, path)
 
-    def scalar(self, node: yaml.Node, path: Path) -> Any:
+    def scalar(self, node: Any, path: Path) -> Any:
         tag = node.tag
         if tag == _STR:
             return node.value
@@ -222,14 +222,14 @@ def load_text(text: str, file: str) -> tuple[LoadedDocument | None, list[Diagnos
             if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
                 depth += 1
                 if depth > MAX_DEPTH:
-                    mark = event.start_mark
+                    start: Any = event.start_mark
                     return None, [make("PE103", f"values are nested more than {MAX_DEPTH} levels deep",
-                                       file=file, line=mark.line + 1, column=mark.column + 1)]
+                                       file=file, line=start.line + 1, column=start.column + 1)]
             elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
                 depth -= 1
         node = yaml.compose(text, Loader=_Loader)
     except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
+        mark: Any = exc.problem_mark or exc.context_mark
         message = " ".join(p for p in (exc.context, exc.problem) if p) or "invalid YAML"
         if exc.context_mark is not None and exc.problem_mark is not None and \
                 exc.context_mark.line != exc.problem_mark.line:

@@ -140,7 +140,7 @@ def _override_entries(p: ir.ParameterNode, value: Any) -> tuple[tuple[tuple[str,
             for k, v in node.items():
                 walk(v, key + (str(k),))
         else:  # one value for every key
-            for k, v in p.values[-1].entries:
+            for k, _ in p.values[-1].entries:
                 out.append((k, convert(node)))
 
     walk(value, ())
