@@ -47,6 +47,7 @@ from pydantic_core import PydanticCustomError
 
 __all__ = [
     "ENTITY_MODELS",
+    "Assessment",
     "Assets",
     "County",
     "CurrentBenefits",
@@ -568,6 +569,16 @@ class Hardship(FactsModel):
     amount_requested: Money | None = fact("申请救助金额", "Amount requested.", YUAN)
 
 
+class Assessment(FactsModel):
+    """家庭经济状况核查结论: conclusions a township records after its assessment."""
+
+    dibao_tier: Literal["A", "B", "C", "D", "E"] | None = fact(
+        "低保分档",
+        "The 分档 (tier) the township assessed for a tiered dibao payment (e.g. 汉中 rural A/B/C); "
+        "tier criteria are set locally.",
+    )
+
+
 class Household(FactsModel):
     """家庭: an applying or receiving household and its co-resident members."""
 
@@ -587,6 +598,7 @@ class Household(FactsModel):
     )
     current_benefits: CurrentBenefits | None = fact("现享受救助", "Benefits received now.")
     hardship: Hardship | None = fact("临时救助情形", "The hardship behind a 临时救助 application.")
+    assessment: Assessment | None = fact("核查结论", "Conclusions of the township's assessment.")
 
     @model_validator(mode="after")
     def _members_are_distinct(self) -> Household:
