@@ -40,6 +40,7 @@ UNITS: dict[str, tuple[str, str]] = {
     "day": ("日", "days"),
     "year": ("年", "years"),
     "times": ("倍", "times"),
+    "occasion": ("次", "times"),
     "ratio": ("", ""),
     "count": ("", ""),
     "activity": ("项", "activities"),
