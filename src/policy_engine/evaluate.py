@@ -91,7 +91,10 @@ Fn = Callable[[Case, Any], Any]
 
 
 def _round(value: Any, rounding: ir.Rounding) -> Any:
-    if type(value) is Decimal or type(value) is int:
+    t = type(value)
+    if t is Decimal:  # Decimal(value) would only copy it
+        return value.quantize(rounding.unit, rounding=ROUNDING_MODES[rounding.mode], context=CONTEXT)
+    if t is int:
         return Decimal(value).quantize(rounding.unit, rounding=ROUNDING_MODES[rounding.mode], context=CONTEXT)
     return value
 
@@ -144,12 +147,21 @@ class Backend:
         self.getters: dict[str, Fn] = {}
         self.decisions: dict[str, ir.DecisionNode] = {d.id: d for d in policy.decisions}
         self.runners: dict[str, Callable[[Case], None]] = {}
+        self._pending: dict[str, ir.DerivedNode] = {}
+        names = [n.name for n in policy.inputs] + [p.name for p in policy.parameters]
+        names += [d.name for d in policy.derived] + [o.name for d in policy.decisions for o in d.outputs]
+        #: every getter name is defined exactly once, so a reference may bind to its getter directly
+        self._unique_names = len(names) == len(set(names))
         for node in policy.inputs:
             self.getters[node.name] = self._input(node)
         for param in policy.parameters:
             self.getters[param.name] = self._parameter(param)
+        #: derived values not built yet; a reference builds its target first (see `expr`), so that
+        #: references can bind their getters directly whatever the order of `policy.derived`
+        self._pending = {d.name: d for d in policy.derived}
         for derived in policy.derived:
-            self.getters[derived.name] = self._derived(derived)
+            if self._pending.pop(derived.name, None) is not None:
+                self.getters[derived.name] = self._derived(derived)
         for decision in policy.decisions:
             self.runners[decision.id] = self._decision(decision)
             for output in decision.outputs:
@@ -162,6 +174,17 @@ class Backend:
         tracing = self.tracing
         path = ".".join(node.path)
         if node.entity == "member":
+            if not tracing:
+                def member_input_plain(c: Case, m: Any) -> Any:
+                    members = c.members
+                    if members is None:
+                        return Unknown(frozenset(("members",)))
+                    value = members[m].get(name, _ABSENT)
+                    if value is _ABSENT:
+                        value = Unknown(frozenset((f"members[{m}].{path}",)))
+                    return value
+                return member_input_plain
+
             def member_input(c: Case, m: Any) -> Any:
                 members = c.members
                 if members is None:
@@ -169,11 +192,19 @@ class Backend:
                 value = members[m].get(name, _ABSENT)
                 if value is _ABSENT:
                     value = Unknown(frozenset((f"members[{m}].{path}",)))
-                if tracing and c.trace is not None and ("i", name, m) not in c.memo:
+                if c.trace is not None and ("i", name, m) not in c.memo:
                     c.memo[("i", name, m)] = True
                     c.trace.append(("input", name, m, value))
                 return value
             return member_input
+
+        if not tracing:
+            def entity_input_plain(c: Case, m: Any) -> Any:
+                value = c.values.get(name, _ABSENT)
+                if value is _ABSENT:
+                    value = Unknown(frozenset((path,)))
+                return value
+            return entity_input_plain
 
         def entity_input(c: Case, m: Any) -> Any:
             value = c.values.get(name, _ABSENT)
@@ -192,11 +223,19 @@ class Backend:
         getters = self.getters
         by = node.by
 
+        in_force: dict[dt.date, Any] = {}  # as_of -> (index, dated value) or None
+
         def parameter(c: Case, m: Any) -> Any:
-            chosen = None
-            for start, end, index, value in dated:
-                if start <= c.as_of and (end is None or c.as_of <= end):
-                    chosen = (index, value)
+            try:
+                chosen = in_force[c.as_of]
+            except KeyError:
+                chosen = None
+                for start, end, index, value in dated:
+                    if start <= c.as_of and (end is None or c.as_of <= end):
+                        chosen = (index, value)
+                if len(in_force) >= 1024:
+                    in_force.clear()
+                in_force[c.as_of] = chosen
             if chosen is None:
                 first = dated[0][0].isoformat() if dated else "ever"
                 raise NotInForce(f"parameter `{name}` has no value in force on {c.as_of.isoformat()} "
@@ -365,20 +404,30 @@ class Backend:
                         trace.append(("skip_row", owner, index))
                     continue
                 result: Any = True
-                cells: list[tuple[Any, ...]] = []
-                for col, test in tests:
-                    value = actual[col]
-                    if value is _UNSET:
-                        value = actual[col] = inputs[col](c, m)
-                    passed, a, b = test(c, m, value)
-                    if trace is not None:
+                if trace is None:  # the same loop, without recording the cells
+                    for col, test in tests:
+                        value = actual[col]
+                        if value is _UNSET:
+                            value = actual[col] = inputs[col](c, m)
+                        passed = test(c, m, value)[0]
+                        if passed is False:
+                            result = False
+                            break
+                        if type(passed) is Unknown:
+                            result = passed if result is True else _merge(result, passed)
+                else:
+                    cells: list[tuple[Any, ...]] = []
+                    for col, test in tests:
+                        value = actual[col]
+                        if value is _UNSET:
+                            value = actual[col] = inputs[col](c, m)
+                        passed, a, b = test(c, m, value)
                         cells.append((col, value, passed, a, b))
-                    if passed is False:
-                        result = False
-                        break
-                    if type(passed) is Unknown:
-                        result = passed if result is True else _merge(result, passed)
-                if trace is not None:
+                        if passed is False:
+                            result = False
+                            break
+                        if type(passed) is Unknown:
+                            result = passed if result is True else _merge(result, passed)
                     trace.append(("row", owner, index, result, tuple(cells)))
                 if result is True:
                     if unknown_rows and hit == "F":
@@ -413,6 +462,16 @@ class Backend:
             assert test.a is not None
             endpoint = self.expr(test.a)
             op = test.op or "=="
+            if isinstance(test.a, ir.Const):  # a literal cell (`true`, `"north"`, `< 700`): no call
+                a_const = test.a.value
+
+                def compare_const(c: Case, m: Any, v: Any) -> tuple[Any, Any, Any]:
+                    a = a_const
+                    if type(v) is Unknown or type(a) is Unknown:
+                        return _merge(v, a), a, None
+                    result = _cmp(op, v, a)
+                    return (result is True), a, None
+                return compare_const
 
             def compare(c: Case, m: Any, v: Any) -> tuple[Any, Any, Any]:
                 a = endpoint(c, m)
@@ -460,6 +519,10 @@ class Backend:
         if isinstance(e, ir.Ref):
             getters = self.getters
             name = e.name
+            if self._unique_names and name not in getters and name in self._pending:
+                getters[name] = self._derived(self._pending.pop(name))  # build the target first
+            if self._unique_names and name in getters:
+                return getters[name]  # defined once, never replaced: skip the lookup per call
             return lambda c, m: getters[name](c, m)
         if isinstance(e, ir.Unary):
             f = self.expr(e.operand)
@@ -563,6 +626,22 @@ class Backend:
         else:
             raw = (lambda a, b: a ** b) if integer else CONTEXT.power
 
+        if isinstance(e.right, ir.Const):  # a constant right operand: no call to fetch it
+            b_const = e.right.value
+
+            def binary_const(c: Case, m: Any) -> Any:
+                a = left(c, m)
+                b = b_const
+                if type(a) is Unknown or type(b) is Unknown:
+                    return _merge(a, b)
+                if a is None or b is None:
+                    return None
+                try:
+                    return raw(a, b)
+                except (DivisionByZero, InvalidOperation, ZeroDivisionError):
+                    return None  # FEEL: division by zero is null
+            return binary_const
+
         def binary(c: Case, m: Any) -> Any:
             a = left(c, m)
             b = right(c, m)
@@ -583,12 +662,13 @@ class Backend:
 
         def values(c: Case, m: Any) -> list[Any] | Any:
             vs = [a(c, m) for a in args]
+            null = False
             for v in vs:
                 if type(v) is Unknown:
                     return _merge(*vs)
-            if any(v is None for v in vs):
-                return None
-            return vs
+                if v is None:
+                    null = True
+            return None if null else vs
 
         impl: Callable[..., Any]
         if fn == "min":
@@ -642,6 +722,37 @@ class Backend:
         body = self.expr(e.body) if e.body is not None else None
         where = self.expr(e.where) if e.where is not None else None
         integer = e.body is not None and e.body.type == "integer"
+
+        if where is None and body is None and fn == "count":
+            def count_members(c: Case, m: Any) -> Any:
+                members = c.members
+                if members is None:
+                    return Unknown(frozenset(("members",)))
+                return len(members)
+            return count_members
+
+        if where is None and body is not None and fn == "sum":
+            add = CONTEXT.add
+
+            def sum_members(c: Case, m: Any) -> Any:
+                members = c.members
+                if members is None:
+                    return Unknown(frozenset(("members",)))
+                unknown: list[Any] = []
+                picked: list[Any] = []
+                for i in range(len(members)):
+                    v = body(c, i)
+                    if type(v) is Unknown:
+                        unknown.append(v)
+                    elif v is not None:
+                        picked.append(v)
+                if unknown:
+                    return _merge(*unknown)
+                total: Any = 0 if integer else Decimal(0)
+                for v in picked:
+                    total = total + v if integer else add(total, v)
+                return total
+            return sum_members
 
         def aggregate(c: Case, m: Any) -> Any:
             members = c.members

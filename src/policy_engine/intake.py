@@ -116,20 +116,23 @@ _SIGNED_MONEY = {"property_net", "transfer_net"}
 def read_facts(policy_inputs: tuple[ir.InputNode, ...], facts: Any, entity: str
                ) -> tuple[dict[str, Any], list[dict[str, Any]] | None]:
     """Read and type-check every declared input; raise FactsError listing every bad field."""
-    facts = to_plain(facts)
+    facts = facts if type(facts) is dict else to_plain(facts)
     if not isinstance(facts, dict):
         raise FactsError([make("PE401", f"facts must be a mapping, not {type(facts).__name__}", path="")])
     errors: list[Diagnostic] = []
     values: dict[str, Any] = {}
-    member_nodes = [n for n in policy_inputs if n.entity == "member"]
-    for node in policy_inputs:
-        if node.entity != entity:
-            continue
-        raw = _lookup(facts, node.path)
+    entity_plan, member_plan = _plan(policy_inputs, entity)
+    for name, rest, first, read, node in entity_plan:
+        raw = facts.get(first, _MISSING)
+        for part in rest:  # the rest of a dotted path, as _lookup reads it
+            if not isinstance(raw, dict):
+                raw = _MISSING
+                break
+            raw = raw.get(part, _MISSING)
         if raw is _MISSING or raw is None:
             continue
         try:
-            values[node.name] = _coerce_checked(raw, node)
+            values[name] = read(raw, node)
         except ValueError as exc:
             errors.append(make("PE401", f"{'.'.join(node.path)}: {exc}", path=".".join(node.path),
                                hint=node.label.en))
@@ -142,18 +145,24 @@ def read_facts(policy_inputs: tuple[ir.InputNode, ...], facts: Any, entity: str
             else:
                 members = []
                 for i, member in enumerate(raw_members):
-                    member = to_plain(member)
+                    if type(member) is not dict:
+                        member = to_plain(member)
                     row: dict[str, Any] = {}
                     if not isinstance(member, dict):
                         errors.append(make("PE401", f"members[{i}] must be a mapping", path=f"members[{i}]"))
                         members.append(row)
                         continue
-                    for node in member_nodes:
-                        raw = _lookup(member, node.path)
+                    for name, rest, first, read, node in member_plan:
+                        raw = member.get(first, _MISSING)
+                        for part in rest:
+                            if not isinstance(raw, dict):
+                                raw = _MISSING
+                                break
+                            raw = raw.get(part, _MISSING)
                         if raw is _MISSING or raw is None:
                             continue
                         try:
-                            row[node.name] = _coerce_checked(raw, node)
+                            row[name] = read(raw, node)
                         except ValueError as exc:
                             where = f"members[{i}].{'.'.join(node.path)}"
                             errors.append(make("PE401", f"{where}: {exc}", path=where, hint=node.label.en))
@@ -161,6 +170,66 @@ def read_facts(policy_inputs: tuple[ir.InputNode, ...], facts: Any, entity: str
     if errors:
         raise FactsError(errors)
     return values, members
+
+
+# -- the reading plan: which inputs to read for an entity, and a type-specialised reader each ------
+#
+# Built once per (inputs tuple, entity) and cached; a pure function of the declared inputs. Each
+# reader handles the common exact types directly and hands anything else to ``_coerce_checked``,
+# so values and error messages are exactly those of ``coerce``.
+
+Reader = Any  # Callable[[Any, ir.InputNode], Any]
+PlanRow = tuple[str, "tuple[str, ...]", str, Reader, ir.InputNode]  # name, path[1:], path[0], ...
+_PLANS: dict[int, tuple[tuple[ir.InputNode, ...], dict[str, tuple[list[PlanRow], list[PlanRow]]]]] = {}
+
+
+def _plan(policy_inputs: tuple[ir.InputNode, ...], entity: str) -> tuple[list[PlanRow], list[PlanRow]]:
+    cached = _PLANS.get(id(policy_inputs))
+    if cached is None or cached[0] is not policy_inputs:
+        if len(_PLANS) >= 64:
+            _PLANS.clear()
+        cached = _PLANS[id(policy_inputs)] = (policy_inputs, {})
+    by_entity = cached[1]
+    plan = by_entity.get(entity)
+    if plan is None:
+        def rows(nodes: list[ir.InputNode]) -> list[PlanRow]:
+            return [(n.name, n.path[1:], n.path[0], _reader(n), n) for n in nodes]
+        plan = by_entity[entity] = (rows([n for n in policy_inputs if n.entity == entity]),
+                                    rows([n for n in policy_inputs if n.entity == "member"]))
+    return plan
+
+
+def _reader(node: ir.InputNode) -> Reader:
+    kind = node.type
+    if kind in ("money", "decimal"):
+        refuse_negative = kind == "money" and node.path[-1] not in _SIGNED_MONEY
+
+        def number(raw: Any, node: ir.InputNode) -> Any:
+            t = type(raw)
+            if t is str or t is int or t is Decimal:
+                try:
+                    value = Decimal(raw.strip()) if t is str else Decimal(raw)
+                except InvalidOperation:
+                    return _coerce_checked(raw, node)
+                if value.is_finite() and not (refuse_negative and value < 0):
+                    return value
+            return _coerce_checked(raw, node)
+        return number
+    if kind == "integer":
+        return lambda raw, node: raw if type(raw) is int else _coerce_checked(raw, node)
+    if kind == "boolean":
+        return lambda raw, node: raw if type(raw) is bool else _coerce_checked(raw, node)
+    if kind == "date":
+        return lambda raw, node: raw if type(raw) is dt.date else _coerce_checked(raw, node)
+    if kind in ("enum", "text"):
+        allowed = frozenset(node.values) if kind == "enum" else None
+
+        def text(raw: Any, node: ir.InputNode) -> Any:
+            if type(raw) is str and (allowed is None or raw in allowed):
+                return raw
+            return _coerce_checked(raw, node)
+        return text
+    return _coerce_checked
 
 
 def _coerce_checked(raw: Any, node: ir.InputNode) -> Any:
