@@ -3,7 +3,7 @@
 Each folder tests/fixtures/diagnostics/<CODE>/ holds a policy package that triggers <CODE>,
 optionally `testdata/case.yaml` ({facts, as_of, entity}) for codes raised while deciding, and
 optionally `testdata/fixture.yaml` ({max_file_bytes: N} to lower the file-size limit,
-{lint_as_of: date} to lint). Both live in `testdata/` because every `*.yaml` file directly in a
+{lint_as_of: date} to lint; add {lint_suites: true} to pass the package's test suites). Both live in `testdata/` because every `*.yaml` file directly in a
 package folder is read as a module (docs/policy-format.md).
 `expected.txt` is the golden: every diagnostic in GNU form. Update with --update-goldens.
 """
@@ -44,7 +44,10 @@ def _diagnostics(folder: Path, monkeypatch: pytest.MonkeyPatch) -> list[str]:
     policy, diagnostics = compile_package(folder.relative_to(ROOT))
     found = list(diagnostics)
     if policy is not None and "lint_as_of" in options:
-        found = lint(policy, options["lint_as_of"], diagnostics)
+        from policy_engine.lint import suites_for
+
+        suites = suites_for(folder) if options.get("lint_suites") else None
+        found = lint(policy, options["lint_as_of"], diagnostics, suites)
     case = folder / "testdata" / "case.yaml"
     if policy is not None and case.is_file():
         spec = yaml.safe_load(case.read_text(encoding="utf-8"))

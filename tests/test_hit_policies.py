@@ -101,3 +101,38 @@ def test_no_match_gives_the_default_or_null() -> None:
     assert engine_for(module).decide({"x": -1}, as_of="2023-01-01")["d"].out is None
     module["decisions"]["d"]["table"]["default"] = {"out": 7}
     assert engine_for(module).decide({"x": -1}, as_of="2023-01-01")["d"].out == 7
+
+
+def test_an_output_expression_may_name_a_table_output_written_after_it() -> None:
+    module = {
+        "inputs": {"x": {"type": "integer"}},
+        "decisions": {"d": {
+            "label": {"zh": "d", "en": "d"}, "cite": "s §1",
+            "outputs": {"amount": {"type": "integer", "expr": "10 if eligible else 0"}, "eligible": {"type": "boolean"}},
+            "table": {"hit": "F", "inputs": ["x"], "outputs": ["eligible"], "rows": [
+                {"id": "a", "when": ["> 0"], "then": [True], "cite": "s §1"},
+                {"id": "b", "when": ["-"], "then": [False], "cite": "s §1"}]}}},
+    }
+    engine = engine_for(module)
+    assert engine.decide({"x": 1}, as_of="2023-01-01")["d"].amount == 10
+    assert engine.decide({"x": 0}, as_of="2023-01-01")["d"].amount == 0
+
+
+def test_floor_division_floors_for_integers_and_decimals() -> None:
+    module = {"inputs": {"a": {"type": "decimal"}, "n": {"type": "integer"}},
+              "decisions": {"d": {"label": {"zh": "d", "en": "d"}, "cite": "s §1", "outputs": {
+                  "q": {"type": "integer", "expr": "a // 2"}, "r": {"type": "integer", "expr": "n // 2"}}}}}
+    outcome = engine_for(module).decide({"a": "-7", "n": -7}, as_of="2023-01-01")["d"]
+    assert (outcome.q, outcome.r) == (-4, -4)
+
+
+def test_an_unknown_output_among_collected_rows_needs_information() -> None:
+    module = {"inputs": {"x": {"type": "integer"}, "bonus": {"type": "integer"}},
+              "decisions": {"d": {"label": {"zh": "d", "en": "d"}, "cite": "s §1",
+                                  "outputs": {"total": {"type": "integer"}},
+                                  "table": {"hit": "C+", "inputs": ["x"], "outputs": ["total"], "rows": [
+                                      {"id": "a", "when": ["> 0"], "then": ["bonus"], "cite": "s §1"},
+                                      {"id": "b", "when": ["> 1"], "then": [5], "cite": "s §1"}]}}}}
+    outcome = engine_for(module).decide({"x": 3}, as_of="2023-01-01")["d"]
+    assert outcome.status == "needs_information" and outcome.missing == ("bonus",)
+    assert engine_for(module).decide({"x": 3, "bonus": 2}, as_of="2023-01-01")["d"].total == 7

@@ -11,7 +11,6 @@ import json
 import locale
 import os
 import sys
-from pathlib import Path
 from typing import Any
 from xml.sax.saxutils import escape, quoteattr
 
@@ -47,6 +46,13 @@ LANG = click.option("--lang", type=click.Choice(["zh", "en"]), default=None,
 def _fail_policy(exc: PolicyEngineError, fmt: str) -> None:
     click.echo(render(exc.diagnostics, "json" if fmt == "json" else "gnu"), err=fmt != "json")
     raise _Exit(EXIT_POLICY if isinstance(exc, PolicyError) else EXIT_USAGE)
+
+
+def _day(text: str, option: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError:
+        raise click.BadParameter(f"{text!r} is not a date YYYY-MM-DD", param_hint=option) from None
 
 
 def _load_engine(path: str, fmt: str) -> Any:
@@ -159,15 +165,21 @@ def _junit(results: list[Any], counts: dict[str, int]) -> str:
 
 @cli.command()
 @click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False))
-@click.option("--as-of", "as_of", default=None, help="check illustrative parameters in force on this date "
-              "(default: each parameter's latest value)")
+@click.option("--as-of", "as_of", default=None, help="check illustrative parameters and table rows in force on "
+              "this date (default: each parameter's latest value, every row)")
 @click.option("--select", default="", help="only these codes (comma separated, prefixes allowed: PE25)")
 @click.option("--ignore", default="", help="skip these codes (comma separated, prefixes allowed)")
 @click.option("--format", "fmt", type=click.Choice(["text", "json", "gnu"]), default="text", show_default=True)
 def lint(paths: tuple[str, ...], as_of: str | None, select: str, ignore: str, fmt: str) -> None:
-    """Report every diagnostic of the packages at PATHS (errors, then warnings)."""
+    """Report every diagnostic of the packages at PATHS (errors, then warnings).
+
+    Beyond compile diagnostics: illustrative parameters (PE251), overlapping U rows (PE260), table
+    gaps (PE261), F rows that never fire (PE262), unused inputs and parameters (PE263, PE264) and
+    decisions no test of the package's suites covers (PE265).
+    """
     from .compile import compile_package
     from .lint import lint as run_lint
+    from .lint import suites_for
 
     selected = [c.strip() for c in select.split(",") if c.strip()]
     ignored = [c.strip() for c in ignore.split(",") if c.strip()]
@@ -176,8 +188,9 @@ def lint(paths: tuple[str, ...], as_of: str | None, select: str, ignore: str, fm
         policy, diagnostics = compile_package(path)
         found.extend(diagnostics)
         if policy is not None:
-            day = dt.date.fromisoformat(as_of) if as_of else None
-            found = [d for d in found if d not in diagnostics] + run_lint(policy, day, diagnostics)
+            day = _day(as_of, "--as-of") if as_of else None
+            found = [d for d in found if d not in diagnostics] + run_lint(policy, day, diagnostics,
+                                                                         suites=suites_for(path))
     found = [d for d in found if (not selected or d.code.startswith(tuple(selected)))
              and not d.code.startswith(tuple(ignored) or ("\0",))]
     if fmt == "json":
@@ -190,6 +203,50 @@ def lint(paths: tuple[str, ...], as_of: str | None, select: str, ignore: str, fm
             click.echo(f"{errors} errors, {len(found) - errors} warnings")
     if any(d.severity == "error" for d in found):
         raise _Exit(EXIT_POLICY)
+
+
+@cli.command()
+@click.argument("a")
+@click.argument("b")
+@click.option("--households", "households", default=None, type=click.Path(dir_okay=False),
+              help="extra cases: a YAML/JSON list of {id, facts[, as_of, entity]}, a mapping id -> facts, "
+              "or one facts document")
+@click.option("--as-of", "as_of", default=None, help="decide both sides on this date (default: each test's as_of)")
+@click.option("--as-of-b", "as_of_b", default=None, help="decide side B on this date (default: --as-of)")
+@click.option("--suites/--no-suites", "use_suites", default=True, show_default=True,
+              help="replay the test households of both sides' suites")
+@click.option("--fail-on-change", is_flag=True, help="exit 1 when anything changed")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@LANG
+def diff(a: str, b: str, households: str | None, as_of: str | None, as_of_b: str | None, use_suites: bool,
+         fail_on_change: bool, fmt: str, lang: str | None) -> None:
+    """Compare two policies: A and B are package folders or FOLDER@GIT-REV (or one folder at two dates).
+
+    Lists structural changes (parameters, inputs, decisions, table rows, sources, versions), what is
+    in force on each side's date, and every test household whose decisions changed, old → new.
+    """
+    import contextlib
+
+    from .diff import DiffUsageError, diff_policies, open_side, render_json, render_text
+
+    try:
+        day_a = _day(as_of, "--as-of") if as_of else None
+        day_b = _day(as_of_b, "--as-of-b") if as_of_b else day_a
+    except ValueError as exc:
+        raise click.UsageError(f"invalid date: {exc}") from exc
+    try:
+        with contextlib.ExitStack() as stack:
+            try:
+                side_a = open_side(a, day_a, stack)
+                side_b = open_side(b, day_b, stack)
+            except PolicyError as exc:
+                _fail_policy(exc, fmt)
+            result = diff_policies(side_a, side_b, households, lang or _default_lang(), use_suites)
+    except DiffUsageError as exc:
+        raise click.UsageError(str(exc)) from exc
+    click.echo(render_json(result) if fmt == "json" else render_text(result))
+    if fail_on_change and result["changed"]:
+        raise _Exit(EXIT_EXPECTATIONS)
 
 
 @cli.command()

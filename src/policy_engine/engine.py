@@ -9,7 +9,7 @@ from decimal import Decimal
 from typing import Any, Literal
 
 from . import ir
-from .compile import ENGINE_VERSION, compile_or_raise
+from .compile import compile_or_raise
 from .diagnostics import Diagnostic, make
 from .evaluate import Backend, Case, NotInForce, Unknown
 from .intake import as_date, read_facts
@@ -199,6 +199,17 @@ class Engine:
             outcomes[node.id] = Outcome(node.id, status, dict(outputs), missing, reason, node.label,
                                         tuple(cites) or node.cites, fired.get(node.id, ()))
         return Decision(self, facts, day, entity, outcomes, tuple(events) if events is not None else None)
+
+    def decide_batch(self, population: Any, as_of: dt.date | str, decisions: list[str] | None = None,
+                     entity: str = "household") -> Any:
+        """Decide a whole population at once (a polars DataFrame in the layout of
+        docs/population.md, or a list of facts); equal, row by row, to ``decide``.
+
+        Returns a polars DataFrame: ``<id>.status``, ``<id>.<output>``, ``<id>.fired_rows``.
+        """
+        from .vector import decide_batch
+
+        return decide_batch(self, population, as_of, decisions=decisions, entity=entity)
 
     def catalogue(self, as_of: dt.date | str | None = None) -> dict[str, Any]:
         """Decisions, inputs and parameters (with the value in force ``as_of``) as plain data."""

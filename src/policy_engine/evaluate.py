@@ -347,9 +347,15 @@ class Backend:
             values: dict[str, Any] = {}
             try:
                 table_values = table(c, None) if table is not None else ()
+                # the table's outputs first, so that expressions may name any of them,
+                # whatever order the outputs are written in
                 for qualified, short, fn, money in steps:
                     if fn is None:
                         value = table_values[table_index[short]]
+                        c.memo[qualified] = _round(value, rounding) if money else value
+                for qualified, short, fn, money in steps:
+                    if fn is None:
+                        value = c.memo[qualified]
                     else:
                         value = fn(c, None)
                     if money:
@@ -398,7 +404,7 @@ class Backend:
             actual: list[Any] = [_UNSET] * len(inputs)
             matched: list[tuple[int, list[Any]]] = []
             unknown_rows: list[Unknown] = []
-            for index, row_id, tests, outputs, in_force in rows:
+            for index, _row_id, tests, outputs, in_force in rows:
                 if in_force is not None and not in_force.contains(c.as_of):
                     if trace is not None:
                         trace.append(("skip_row", owner, index))
@@ -444,6 +450,12 @@ class Backend:
                 if trace is not None:
                     trace.append(("nomatch", owner))
                 return tuple(d(c, m) if d is not None else None for d in defaults)
+            if len(matched) > 1 or hit in ("C+", "C<", "C>"):
+                # an unknown output among several matches leaves the combined result unknown
+                unknown_outputs = [v for _, outs in matched for v in outs if type(v) is Unknown]
+                if unknown_outputs:
+                    u = _merge(*unknown_outputs)
+                    return tuple(u for _ in range(n_out))
             indices = tuple(i for i, _ in matched)
             if m is None:
                 c.fired[owner] = indices
@@ -620,7 +632,8 @@ class Backend:
         elif op == "/":
             raw = CONTEXT.divide
         elif op == "//":
-            raw = lambda a, b: int(CONTEXT.divide_int(a, b)) if not (type(a) is int and type(b) is int) else a // b  # noqa: E731
+            raw = lambda a, b: a // b if type(a) is int and type(b) is int else int(  # noqa: E731
+                CONTEXT.divide(a, b).to_integral_value(rounding=ROUND_FLOOR))  # floor, as for integers
         elif op == "%":
             raw = (lambda a, b: a % b) if integer else lambda a, b: CONTEXT.subtract(a, CONTEXT.multiply(b, (CONTEXT.divide(a, b)).to_integral_value(rounding=ROUND_FLOOR)))  # noqa: E731
         else:

@@ -1,0 +1,1354 @@
+"""Vectorised evaluation (issue 5): the same IR compiled to polars expressions.
+
+``decide_batch(engine, population, as_of)`` decides every household of a population at once and
+returns one row per household with, for every decision, ``<id>.status``, each output
+``<id>.<output>`` and ``<id>.fired_rows``. The results are *equal* to the scalar path's
+(``Engine.decide``), not close: see docs/population.md for the input layout and the design.
+
+Representation, per IR node and per row:
+
+* numbers (money, decimal, integer) are exact fixed-point ``Int128`` columns with a scale
+  (number of decimal places) chosen statically per node: ``+``/``-`` use the larger scale, ``*``
+  the sum of the scales, so they are exact, as the scalar path's 34-digit context is for these
+  values. Money is rounded to the package's rounding unit whenever the scalar path rounds it.
+  Division is computed with Python ``Decimal`` in the scalar path's context, then either rounded
+  directly (when its consumer rounds: a money-typed node, ``round``, ``round_money``, ``floor``,
+  ``ceil``) or stored at the smallest scale that holds every quotient exactly; a quotient that
+  does not fit exactly sends its row to the scalar path;
+* unknown facts are a separate boolean mask per node (``None`` when statically known); FEEL null
+  is polars null;
+* a per-node "fallback" mask marks rows that the vector path cannot decide exactly (a parameter
+  not in force or without a value for the row's key, a table whose hit policy is violated, a
+  quotient too long to hold): those rows are decided by the scalar path, and the result's
+  ``_fallback`` column says so. Parts of the IR that are not supported raise
+  ``NotImplementedError`` while compiling a decision; its rows then all go to the scalar path.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from decimal import (
+    ROUND_FLOOR,
+    Decimal,
+    DivisionByZero,
+    InvalidOperation,
+)
+from typing import Any
+
+import polars as pl
+
+from . import ir
+from .diagnostics import Diagnostic, FactsError, make
+from .evaluate import CONTEXT, ROUNDING_MODES
+from .intake import _SIGNED_MONEY, as_date, read_facts
+
+I128 = pl.Int128
+#: the largest scale a fixed-point node may have (values keep 38 - MAX_SCALE integer digits)
+MAX_SCALE = 24
+STATUS = ("decided", "needs_information", "not_in_force")
+
+__all__ = ["decide_batch", "facts_to_population", "unsupported"]
+
+
+# --- values ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class V:
+    """One compiled node in one scope: polars expressions for its value and masks."""
+
+    kind: str  # num bool date str list null
+    val: pl.Expr
+    unk: pl.Expr | None = None  # True where the value is unknown
+    fb: pl.Expr | None = None  # True where the row must go to the scalar path
+    scale: int = 0
+    div: tuple[V, V] | None = None  # a quotient not yet materialised
+
+
+def _or(*parts: pl.Expr | None) -> pl.Expr | None:
+    present = [p for p in parts if p is not None]
+    if not present:
+        return None
+    out = present[0]
+    for p in present[1:]:
+        out = out | p
+    return out
+
+
+def _lit_int(value: int) -> pl.Expr:
+    return pl.lit(value, dtype=I128)
+
+
+def _rescale(v: V, scale: int) -> pl.Expr:
+    if scale == v.scale:
+        return v.val
+    if scale < v.scale:  # pragma: no cover - callers only widen
+        raise AssertionError
+    return v.val * _lit_int(10 ** (scale - v.scale))
+
+
+def _kind(t: str) -> str:
+    if t in ir.NUMERIC:
+        return "num"
+    if t == "boolean":
+        return "bool"
+    if t == "date":
+        return "date"
+    if t in ("text", "enum"):
+        return "str"
+    if t == "list":
+        return "list"
+    if t == "null":
+        return "null"
+    return "any"
+
+
+def _null_of(kind: str) -> pl.Expr:
+    dtype = {"num": I128, "bool": pl.Boolean, "date": pl.Date, "str": pl.String}.get(kind)
+    return pl.lit(None, dtype=dtype) if dtype is not None else pl.lit(None)
+
+
+class Unsupported(NotImplementedError):
+    pass
+
+
+def _unit_scale(unit: Decimal) -> int:
+    exponent = unit.as_tuple().exponent
+    if not isinstance(exponent, int) or exponent > 0:
+        raise Unsupported(f"rounding to {unit} (only units 1, 0.1, 0.01, ... are vectorised)")
+    return -exponent
+
+
+def _round_fixed(val: pl.Expr, scale: int, k: int, mode: str) -> pl.Expr:
+    """Round a fixed-point value at ``scale`` to ``k`` decimals (``quantize`` semantics)."""
+    if k >= scale:
+        return val * _lit_int(10 ** (k - scale)) if k > scale else val
+    d = 10 ** (scale - k)
+    q = val // _lit_int(d)  # floor
+    r = val - q * _lit_int(d)  # 0 <= r < d
+    one = q + _lit_int(1)
+    if mode == "floor":
+        return q
+    if mode == "ceiling":
+        return pl.when(r > 0).then(one).otherwise(q)
+    if mode == "down":
+        return pl.when((r > 0) & (val < 0)).then(one).otherwise(q)
+    if mode == "up":
+        return pl.when((r > 0) & (val > 0)).then(one).otherwise(q)
+    twice = r * _lit_int(2)
+    if mode == "half_up":  # ties away from zero
+        tie = pl.when(val >= 0).then(one).otherwise(q)
+    elif mode == "half_even":
+        tie = pl.when(q % _lit_int(2) == 0).then(q).otherwise(one)
+    else:
+        raise Unsupported(f"rounding mode {mode}")
+    return pl.when(twice > _lit_int(d)).then(one).when(twice == _lit_int(d)).then(tie).otherwise(q)
+
+
+def _python_date(value: pl.Expr) -> pl.Expr:
+    """A date the scalar path can hold: outside years 1..9999 ``date`` overflows, and the scalar
+    function returns null."""
+    year = value.dt.year()
+    return pl.when((year >= 1) & (year <= 9999)).then(value)
+
+
+def _to_decimal(raw: Any, scale: int) -> Decimal | None:
+    if raw is None:
+        return None
+    return Decimal(raw).scaleb(-scale, context=CONTEXT) if scale else Decimal(raw)
+
+
+# --- scopes ------------------------------------------------------------------------------------
+
+
+class Scope:
+    """A frame being evaluated: the entity (one row per case) or the members (one row per member)."""
+
+    def __init__(self, name: str, df: pl.DataFrame):
+        self.name = name
+        self.df = df
+        self.done: dict[str, V] = {}
+        self.counter = itertools.count()
+
+    def fresh(self, stem: str) -> str:
+        return f"_{stem}{next(self.counter)}"
+
+    def put(self, name: str, v: V) -> V:
+        """Materialise ``v`` as columns of this frame; return a V reading them."""
+        v = self.settle(v)
+        cols = {f"v:{name}": v.val}
+        if v.unk is not None:
+            cols[f"u:{name}"] = v.unk
+        if v.fb is not None:
+            cols[f"f:{name}"] = v.fb
+        self.df = self.df.with_columns(**cols)
+        return V(v.kind, pl.col(f"v:{name}"), pl.col(f"u:{name}") if v.unk is not None else None,
+                 pl.col(f"f:{name}") if v.fb is not None else None, v.scale)
+
+    def settle(self, v: V) -> V:
+        """Materialise a pending quotient at the smallest scale that holds it exactly."""
+        if v.div is None:
+            return v
+        quotients, unk, fb = self.divide(v)
+        scale = 0
+        for q in quotients:
+            if q is not None:
+                exponent = q.as_tuple().exponent
+                assert isinstance(exponent, int)
+                scale = max(scale, -exponent)
+        scale = min(scale, MAX_SCALE)
+        raw: list[int | None] = []
+        bad: list[bool] = []
+        for q in quotients:
+            if q is None:
+                raw.append(None)
+                bad.append(False)
+                continue
+            scaled = q.scaleb(scale, context=CONTEXT)
+            whole = scaled.to_integral_value(rounding=ROUND_FLOOR)
+            raw.append(int(whole))
+            bad.append(whole != scaled or abs(whole) >= 10 ** 37)
+        name = self.fresh("div")
+        self.df = self.df.with_columns(pl.Series(f"v:{name}", raw, dtype=I128),
+                                       pl.Series(f"f:{name}", bad, dtype=pl.Boolean))
+        return V("num", pl.col(f"v:{name}"), unk, _or(fb, pl.col(f"f:{name}")), scale)
+
+    def divide(self, v: V) -> tuple[list[Decimal | None], pl.Expr | None, pl.Expr | None]:
+        assert v.div is not None
+        a, b = (self.settle(x) for x in v.div)
+        frame = self.df.select(a=a.val, b=b.val)
+        out: list[Decimal | None] = []
+        for x, y in zip(frame["a"].to_list(), frame["b"].to_list()):
+            if x is None or y is None:
+                out.append(None)
+                continue
+            try:
+                out.append(CONTEXT.divide(Decimal(x).scaleb(-a.scale), Decimal(y).scaleb(-b.scale)))
+            except (DivisionByZero, InvalidOperation):
+                out.append(None)  # FEEL: division by zero is null
+        return out, _or(a.unk, b.unk), _or(a.fb, b.fb)
+
+    def round_to(self, v: V, k: int, mode: str) -> V:
+        """``v`` rounded to ``k`` decimals as the scalar ``quantize`` does (exactly, for quotients)."""
+        if v.div is None:
+            return replace(v, val=_round_fixed(v.val, v.scale, k, mode), scale=max(k, 0))
+        quotients, unk, fb = self.divide(v)
+        unit = Decimal(1).scaleb(-k)
+        rounding = ROUNDING_MODES[mode]
+        raw = [None if q is None else int(q.quantize(unit, rounding=rounding, context=CONTEXT).scaleb(k))
+               for q in quotients]
+        name = self.fresh("rq")
+        self.df = self.df.with_columns(pl.Series(f"v:{name}", raw, dtype=I128))
+        return V("num", pl.col(f"v:{name}"), unk, fb, k)
+
+
+# --- the compiler ------------------------------------------------------------------------------
+
+
+class Batch:
+    """Compile and evaluate one policy over one population as of one date."""
+
+    def __init__(self, engine: Any, entity_df: pl.DataFrame, members_df: pl.DataFrame | None,
+                 as_of: dt.date, entity: str, scales: dict[tuple[str, str], int]):
+        #: (scope, input name) -> the scale of the input's fixed-point column
+        self.scales = scales
+        self.engine = engine
+        self.policy: ir.CompiledPolicy = engine.policy
+        self.as_of = as_of
+        self.entity = entity
+        self.h = Scope("entity", entity_df)
+        self.m = Scope("member", members_df) if members_df is not None else None
+        self.inputs = {n.name: n for n in self.policy.inputs}
+        self.params = {p.name: p for p in self.policy.parameters}
+        self.derived = {d.name: d for d in self.policy.derived}
+        self.decisions = {d.id: d for d in self.policy.decisions}
+        self.outputs = {o.name: (d, o) for d in self.policy.decisions for o in d.outputs}
+        self.rounding = self.policy.rounding
+        self.money_k = _unit_scale(self.rounding.unit)
+        self.results: dict[str, tuple[str, dict[str, V], V | None]] = {}
+        self.in_progress: set[str] = set()
+        self.partial: dict[str, dict[str, V]] = {}
+
+    # -- names ------------------------------------------------------------------------------------
+
+    def ref(self, name: str, scope: Scope, member: bool) -> V:
+        if member and scope is self.m:
+            return self.member_value(name)
+        if scope is self.m:  # an entity-level name read inside an aggregate: broadcast it
+            key = f"h:{name}"
+            if key not in scope.done:
+                v = self.entity_value(name)
+                cols = [v.val.alias(f"v:{key}")]
+                if v.unk is not None:
+                    cols.append(v.unk.alias(f"u:{key}"))
+                if v.fb is not None:
+                    cols.append(v.fb.alias(f"f:{key}"))
+                picked = self.h.df.with_columns(cols).select([c.meta.output_name() for c in cols])
+                assert self.m is not None
+                index = self.m.df["_hh"]
+                self.m.df = self.m.df.with_columns([picked[c].gather(index) for c in picked.columns])
+                scope.done[key] = V(v.kind, pl.col(f"v:{key}"), pl.col(f"u:{key}") if v.unk is not None else None,
+                                    pl.col(f"f:{key}") if v.fb is not None else None, v.scale)
+            return scope.done[key]
+        return self.entity_value(name)
+
+    def entity_value(self, name: str) -> V:
+        scope = self.h
+        if name in scope.done:
+            return scope.done[name]
+        if name in self.inputs:
+            v = self.input_value(scope, self.inputs[name])
+        elif name in self.params:
+            v = self.param_value(scope, self.params[name])
+            if not self.params[name].by:
+                scope.done[name] = v
+            return v
+        elif name in self.derived:
+            v = self.derived_value(scope, self.derived[name])
+        elif name in self.outputs:
+            decision, output = self.outputs[name]
+            partial = self.partial.get(decision.id)
+            if decision.id in self.in_progress and partial is not None and output.short in partial:
+                return partial[output.short]
+            status, values, _ = self.decide(decision)
+            if status == "not_in_force":
+                return V(_kind(output.type), _null_of(_kind(output.type)), None, pl.lit(True))
+            return values[output.short]
+        else:  # pragma: no cover - the compiler resolves every name
+            raise Unsupported(f"name `{name}`")
+        scope.done[name] = v
+        return v
+
+    def member_value(self, name: str) -> V:
+        scope = self.m
+        assert scope is not None
+        if name in scope.done:
+            return scope.done[name]
+        if name in self.inputs:
+            v = self.input_value(scope, self.inputs[name])
+        elif name in self.derived:
+            v = self.derived_value(scope, self.derived[name])
+        elif name in self.params:
+            return self.param_value(scope, self.params[name])
+        else:
+            return self.ref(name, scope, False)
+        scope.done[name] = v
+        return v
+
+    def input_value(self, scope: Scope, node: ir.InputNode) -> V:
+        col = f"in:{node.name}"
+        kind = _kind(node.type)
+        if col not in scope.df.columns:  # the column is absent: unknown everywhere
+            return V(kind, _null_of(kind), pl.lit(True), None, 0)
+        return V(kind, pl.col(col), pl.col(col).is_null(), None,
+                 self.scales.get((scope.name, node.name), 0))
+
+    def param_value(self, scope: Scope, node: ir.ParameterNode) -> V:
+        kind = _kind(node.type)
+        chosen = None
+        for value in node.values:
+            if value.start <= self.as_of and (value.end is None or self.as_of <= value.end):
+                chosen = value
+        if chosen is None:
+            return V(kind, _null_of(kind), None, pl.lit(True))
+        entries = dict(chosen.entries)
+        scale = 0
+        if kind == "num":
+            for value in entries.values():
+                if isinstance(value, Decimal):
+                    exponent = value.as_tuple().exponent
+                    assert isinstance(exponent, int)
+                    scale = max(scale, -exponent)
+
+        def encode(value: Any) -> Any:
+            if kind == "num":
+                return None if value is None else int(Decimal(value).scaleb(scale))
+            return value
+
+        dtype = {"num": I128, "bool": pl.Boolean, "date": pl.Date, "str": pl.String}.get(kind)
+        if dtype is None:
+            raise Unsupported(f"parameter `{node.name}` of type {node.type}")
+        if not node.by:
+            return V(kind, pl.lit(encode(entries[()]), dtype=dtype), None, None, scale)
+        dims = [self.ref(d, scope, self._is_member(d) and scope is self.m) for d in node.by]
+        parts = []
+        for dim in dims:
+            if dim.kind == "bool":
+                parts.append(pl.when(dim.val).then(pl.lit("true")).otherwise(pl.lit("false")))
+            elif dim.kind == "str":
+                parts.append(dim.val)
+            elif dim.kind == "num" and dim.scale == 0 and dim.div is None or dim.kind == "date":
+                parts.append(dim.val.cast(pl.String))
+            else:
+                raise Unsupported(f"parameter `{node.name}` keyed by a {dim.kind} value")
+        key = parts[0] if len(parts) == 1 else pl.concat_str(parts, separator="\x1f")
+        mapping = {"\x1f".join(k): encode(v) for k, v in entries.items()}
+        unk = _or(*(d.unk for d in dims))
+        val = key.replace_strict(list(mapping), list(mapping.values()), default=None, return_dtype=dtype)
+        missing = key.is_in(list(mapping)).not_().fill_null(True)
+        if unk is not None:
+            missing = missing & unk.not_()
+        fb = _or(missing, *(d.fb for d in dims))
+        return V(kind, val, unk, fb, scale)
+
+    def _is_member(self, name: str) -> bool:
+        node = self.inputs.get(name) or self.derived.get(name)
+        return node is not None and node.entity == "member"
+
+    def derived_value(self, scope: Scope, node: ir.DerivedNode) -> V:
+        if node.table is not None:
+            v = self.table(scope, node.table)[0][0]
+        elif node.type == "money":
+            assert node.expr is not None
+            v = self.rounded(node.expr, scope, self.money_k, self.rounding.mode)
+        else:
+            assert node.expr is not None
+            v = self.expr(node.expr, scope)
+        if node.type == "money" and v.kind == "num":
+            v = scope.round_to(v, self.money_k, self.rounding.mode)
+        return scope.put(f"d:{node.name}", v)
+
+    # -- decisions --------------------------------------------------------------------------------
+
+    def decide(self, node: ir.DecisionNode) -> tuple[str, dict[str, V], V | None]:
+        """(static status, output values, fired row ids) for one decision."""
+        if node.id in self.results:
+            return self.results[node.id]
+        if node.id in self.in_progress:  # pragma: no cover - decisions are acyclic
+            raise Unsupported(f"decision `{node.id}` depends on itself")
+        window = node.in_force
+        if (window is not None and not window.contains(self.as_of)) or self.policy.version_at(self.as_of) is None:
+            self.results[node.id] = ("not_in_force", {}, None)
+            return self.results[node.id]
+        self.in_progress.add(node.id)
+        scope = self.h
+        values: dict[str, V] = {}
+        self.partial[node.id] = values
+        fired = None
+        if node.table is not None:
+            outs, fired = self.table(scope, node.table, node.id)
+            values.update(zip(node.table.outputs, outs))
+        for output in node.outputs:
+            if output.expr is not None and output.type == "money":
+                v = self.rounded(output.expr, scope, self.money_k, self.rounding.mode)
+            elif output.expr is not None:
+                v = self.expr(output.expr, scope)
+            else:
+                v = values[output.short]
+            if output.type == "money" and v.kind == "num":
+                v = scope.round_to(v, self.money_k, self.rounding.mode)
+            values[output.short] = scope.put(f"o:{output.name}", v)
+        self.in_progress.discard(node.id)
+        self.results[node.id] = ("in_force", values, fired)
+        return self.results[node.id]
+
+    # -- tables -----------------------------------------------------------------------------------
+
+    def table(self, scope: Scope, table: ir.Table, decision: str | None = None
+              ) -> tuple[list[V], V | None]:
+        hit = table.hit
+        if hit not in ("F", "U", "A", "P", "C#", "C+", "C<", "C>"):
+            raise Unsupported(f"hit policy {hit} (table `{table.owner}`)")
+        inputs = [self.expr(e, scope) for e in table.inputs]
+        inputs = [scope.settle(v) for v in inputs]
+        rows = [(i, r) for i, r in enumerate(table.rows) if r.in_force is None or r.in_force.contains(self.as_of)]
+        fb_parts: list[pl.Expr | None] = []
+        status_cols: list[pl.Expr] = []  # per row: 0 false, 1 true, 2 unknown
+        outs: list[list[V]] = []
+        stem = scope.fresh("t")
+        for i, row in rows:
+            false_parts: list[pl.Expr] = []
+            unk_parts: list[pl.Expr] = []
+            for col, test in enumerate(row.tests):
+                if test.kind == "any":
+                    continue
+                tv, tu, tfb = self.test(test, inputs[col], scope)
+                fb_parts.append(tfb)
+                if tu is None:
+                    false_parts.append(tv.not_())
+                else:
+                    false_parts.append(tv.not_() & tu.not_())
+                    unk_parts.append(tu)
+            false = pl.any_horizontal(false_parts) if false_parts else pl.lit(False)
+            unknown = pl.any_horizontal(unk_parts) if unk_parts else pl.lit(False)
+            status_cols.append(pl.when(false).then(pl.lit(0, dtype=pl.Int8))
+                               .when(unknown).then(pl.lit(2, dtype=pl.Int8)).otherwise(pl.lit(1, dtype=pl.Int8))
+                               .alias(f"{stem}s{i}"))
+            outs.append([scope.settle(self.expr(e, scope)) for e in row.outputs])
+        if status_cols:
+            scope.df = scope.df.with_columns(status_cols)
+        st = {i: pl.col(f"{stem}s{i}") for i, _ in rows}
+        defaults = [scope.settle(self.expr(d, scope)) if d is not None else None for d in table.defaults]
+        n_out = len(table.outputs)
+        kinds = [_kind(t) for t in table.output_types]
+        ids = [r.id for r in table.rows]
+        any_unknown = pl.any_horizontal([s == 2 for s in st.values()]) if st else pl.lit(False)
+        n_true = pl.sum_horizontal([(s == 1).cast(pl.Int32) for s in st.values()]) if st else pl.lit(0)
+        all_fired = (pl.concat_list([pl.when(s == 1).then(pl.lit(ids[i])).otherwise(pl.lit(None, dtype=pl.String))
+                                     for i, s in st.items()]).list.drop_nulls()
+                     if st else pl.lit([], dtype=pl.List(pl.String)))
+        for v in inputs:
+            fb_parts.append(v.fb)
+
+        if hit == "F":
+            first = pl.coalesce([pl.when(s != 0).then(pl.lit(i)) for i, s in st.items()]) if st else pl.lit(None, dtype=pl.Int32)
+            first_status = pl.coalesce([pl.when(s != 0).then(s) for s in st.values()]) if st else pl.lit(None, dtype=pl.Int8)
+            unknown = (first_status == 2).fill_null(False)
+            matched = (first_status == 1).fill_null(False)
+            pick = {i: first == i for i in st}
+            fired_expr: Any = pl.when(matched).then(pl.concat_list([
+                pl.when(first == i).then(pl.lit(ids[i])) for i in st]).list.drop_nulls()) if st else None
+        else:
+            unknown = any_unknown
+            matched = (n_true > 0) & unknown.not_()
+            first = pl.coalesce([pl.when(s == 1).then(pl.lit(i)) for i, s in st.items()]) if st else pl.lit(None, dtype=pl.Int32)
+            pick = {i: first == i for i in st}
+            fired_expr = all_fired
+            if hit == "U":
+                fb_parts.append(unknown.not_() & (n_true > 1))
+            elif hit in ("A", "P"):
+                many = unknown.not_() & (n_true > 1)
+                for row_outs in outs:
+                    for v in row_outs:
+                        if v.unk is not None:
+                            fb_parts.append(many & v.unk)
+                if hit == "A":
+                    for j in range(n_out):
+                        chosen = self._select([(pick[i], outs[k][j]) for k, i in enumerate(st)], kinds[j])
+                        for k, i in enumerate(st):
+                            other = self._align(outs[k][j], chosen.scale)
+                            fb_parts.append(many & (st[i] == 1) & other.ne_missing(chosen.val))
+                else:
+                    first = self._priority_first(table, st, outs, kinds)
+                    pick = {i: first == i for i in st}
+        # only the outputs of the rows that matched (F: the first) are evaluated, as in the scalar path
+        for k, i in enumerate(st):
+            evaluated = ((first == i).fill_null(False) & matched) if hit == "F" else (st[i] == 1)
+            for v in outs[k]:
+                if v.fb is not None:
+                    fb_parts.append(evaluated & v.fb)
+        no_match = matched.not_() & unknown.not_()
+        for d in defaults:
+            if d is not None and d.fb is not None:
+                fb_parts.append(no_match & d.fb)
+        if hit in ("C#", "C+", "C<", "C>"):
+            return self._aggregate_hit(scope, table, st, outs, defaults, unknown, matched, n_true,
+                                       fired_expr, fb_parts, decision)
+        results = []
+        for j in range(n_out):
+            choices = [(pick[i], outs[k][j]) for k, i in enumerate(st)]
+            chosen = self._select(choices, kinds[j])
+            default = defaults[j]
+            if default is not None:
+                scale = max(chosen.scale, default.scale) if chosen.kind == "num" else 0
+                dval = self._align(default, scale) if default.kind != "null" else _null_of(kinds[j])
+            else:
+                scale = chosen.scale
+                dval = _null_of(kinds[j])
+            val = pl.when(unknown).then(_null_of(kinds[j])).when(matched).then(
+                self._align(chosen, scale) if chosen.kind == "num" else chosen.val).otherwise(dval)
+            unk_parts2 = [unknown]
+            for k, i in enumerate(st):
+                row_unk = outs[k][j].unk
+                if row_unk is not None:
+                    unk_parts2.append(matched & pick[i] & row_unk)
+            if default is not None and default.unk is not None:
+                unk_parts2.append(matched.not_() & unknown.not_() & default.unk)
+            kind = kinds[j] if kinds[j] != "any" else chosen.kind
+            results.append(V(kind, val, pl.any_horizontal(unk_parts2).fill_null(False), _or(*fb_parts), scale))
+        fired = None
+        if decision is not None and fired_expr is not None:
+            fired = V("list", pl.when(matched.fill_null(False)).then(fired_expr).otherwise(
+                pl.lit([], dtype=pl.List(pl.String))))
+        return results, fired
+
+    def _align(self, v: V, scale: int) -> pl.Expr:
+        if v.kind == "num":
+            return _rescale(v, scale)
+        if v.kind == "null":
+            return pl.lit(None, dtype=I128)
+        return v.val
+
+    def _select(self, choices: list[tuple[pl.Expr, V]], kind: str) -> V:
+        if not choices:
+            return V(kind, _null_of(kind))
+        nums = [v for _, v in choices if v.kind == "num"]
+        scale = max((v.scale for v in nums), default=0)
+        real_kind = nums[0].kind if nums else next((v.kind for _, v in choices if v.kind != "null"), kind)
+        expr: Any = None
+        for cond, v in choices:
+            value = self._align(v, scale) if real_kind == "num" else (v.val if v.kind != "null" else _null_of(real_kind))
+            expr = pl.when(cond).then(value) if expr is None else expr.when(cond).then(value)
+        assert expr is not None
+        return V(real_kind, expr.otherwise(_null_of(real_kind)), None, None, scale)
+
+    def _priority_first(self, table: ir.Table, st: dict[int, pl.Expr], outs: list[list[V]],
+                        kinds: list[str]) -> pl.Expr:
+        base = max((len(p) for p in table.priorities), default=0) + 1
+        keys = []
+        for k, (i, s) in enumerate(st.items()):
+            rank = pl.lit(0, dtype=pl.Int64)
+            for j in range(len(table.outputs)):
+                prio = table.priorities[j] if j < len(table.priorities) else ()
+                v = outs[k][j]
+                if v.kind == "num":
+                    cases = [(int(Decimal(p).scaleb(v.scale)), n) for n, p in enumerate(prio)
+                             if isinstance(p, (int, Decimal)) and not isinstance(p, bool)]
+                elif v.kind in ("str", "bool"):
+                    cases = [(p, n) for n, p in enumerate(prio)]
+                else:
+                    raise Unsupported(f"P table `{table.owner}` ranking {v.kind} outputs")
+                r = pl.lit(len(prio), dtype=pl.Int64)
+                for value, n in reversed(cases):
+                    r = pl.when(v.val == value).then(pl.lit(n, dtype=pl.Int64)).otherwise(r)
+                rank = rank * base + r
+            keys.append(pl.when(s == 1).then(rank * 10_000 + i))
+        best = pl.min_horizontal(keys)
+        return best % 10_000
+
+    def _aggregate_hit(self, scope: Scope, table: ir.Table, st: dict[int, pl.Expr], outs: list[list[V]],
+                       defaults: list[V | None], unknown: pl.Expr, matched: pl.Expr, n_true: pl.Expr,
+                       fired_expr: pl.Expr | None, fb_parts: list[pl.Expr | None],
+                       decision: str | None) -> tuple[list[V], V | None]:
+        hit = table.hit
+        default = defaults[0] if defaults else None
+        if hit == "C#":
+            value = V("num", n_true.cast(I128), None, None, 0)
+        else:
+            vs = [outs[k][0] for k in range(len(st))]
+            if any(v.kind != "num" and hit == "C+" for v in vs):
+                raise Unsupported(f"C+ over non-numbers (table `{table.owner}`)")
+            for (i, s), v in zip(st.items(), vs):
+                if v.unk is not None:
+                    fb_parts.append((s == 1) & v.unk)
+            scale = max((v.scale for v in vs), default=0)
+            picked = [pl.when(s == 1).then(self._align(v, scale) if v.kind == "num" else v.val)
+                      for (i, s), v in zip(st.items(), vs)]
+            val: pl.Expr
+            if hit == "C+":
+                any_value = pl.any_horizontal([p.is_not_null() for p in picked])
+                total = pl.sum_horizontal(picked)
+                val = pl.when(any_value).then(total)
+            elif hit == "C<":
+                val = pl.min_horizontal(picked)
+            else:
+                val = pl.max_horizontal(picked)
+            kind = next((v.kind for v in vs if v.kind != "null"), "num")
+            value = V(kind, val, None, None, scale)
+        scale = value.scale
+        if default is not None and value.kind == "num" and default.kind == "num":
+            scale = max(scale, default.scale)
+        dval = self._align(default, scale) if default is not None and default.kind != "null" else _null_of(value.kind)
+        val = pl.when(unknown).then(_null_of(value.kind)).when(matched).then(
+            self._align(value, scale) if value.kind == "num" else value.val).otherwise(dval)
+        unk = unknown
+        if default is not None and default.unk is not None:
+            unk = unk | (matched.not_() & default.unk)
+        fired = None
+        if decision is not None and fired_expr is not None:
+            fired = V("list", pl.when(matched.fill_null(False)).then(fired_expr).otherwise(
+                pl.lit([], dtype=pl.List(pl.String))))
+        return [V(value.kind, val, unk, _or(*fb_parts), scale)], fired
+
+    def test(self, test: ir.Test, v: V, scope: Scope) -> tuple[pl.Expr, pl.Expr | None, pl.Expr | None]:
+        """(passes, unknown, fallback) of one unary test against the column value ``v``."""
+        kind = test.kind
+        if kind == "any":
+            return pl.lit(True), None, None
+        if kind == "null":
+            return v.val.is_null(), v.unk, v.fb
+        if kind == "compare":
+            assert test.a is not None
+            a = scope.settle(self.expr(test.a, scope))
+            c = self.compare(test.op or "==", v, a)
+            return c.val.fill_null(False), _or(v.unk, a.unk), _or(v.fb, a.fb)
+        if kind == "range":
+            assert test.a is not None and test.b is not None
+            a = scope.settle(self.expr(test.a, scope))
+            b = scope.settle(self.expr(test.b, scope))
+            lo = self.compare(">=" if test.low_closed else ">", v, a)
+            hi = self.compare("<=" if test.high_closed else "<", v, b)
+            return (lo.val.fill_null(False) & hi.val.fill_null(False)), _or(v.unk, a.unk, b.unk), _or(v.fb, a.fb, b.fb)
+        subs = [self.test(t, v, scope) for t in test.tests]
+        passes = pl.any_horizontal([tv if tu is None else tv & tu.not_() for tv, tu, _ in subs]) if subs else pl.lit(False)
+        unk_parts = [tu for _, tu, _ in subs if tu is not None]
+        unknown = (passes.not_() & pl.any_horizontal(unk_parts)) if unk_parts else None
+        negate = kind == "not"
+        result = passes.not_() if negate else passes
+        return result, unknown, _or(*(f for _, _, f in subs))
+
+    # -- expressions ------------------------------------------------------------------------------
+
+    def expr(self, e: ir.Expr, scope: Scope) -> V:
+        if isinstance(e, ir.Const):
+            return self.const(e.value)
+        if isinstance(e, ir.AsOf):
+            return V("date", pl.lit(self.as_of, dtype=pl.Date))
+        if isinstance(e, ir.Ref):
+            return self.ref(e.name, scope, e.scope == "member")
+        if isinstance(e, ir.Unary):
+            v = self.expr(e.operand, scope)
+            if e.op == "not":
+                return replace(v, val=v.val.not_())
+            if e.op == "neg":
+                v = scope.settle(v)
+                return replace(v, val=_lit_int(0) - v.val)
+            return v
+        if isinstance(e, ir.Binary):
+            return self.binary(e, scope)
+        if isinstance(e, ir.Compare):
+            a = scope.settle(self.expr(e.left, scope))
+            b = scope.settle(self.expr(e.right, scope))
+            return self.compare(e.op, a, b)
+        if isinstance(e, ir.BoolOp):
+            vs = [self.expr(o, scope) for o in e.operands]
+            stop = e.op == "or"
+            decides = [(v.val == stop).fill_null(False) if v.unk is None else
+                       ((v.val == stop).fill_null(False) & v.unk.not_()) for v in vs]
+            hit = pl.any_horizontal(decides)
+            unks = [v.unk for v in vs if v.unk is not None]
+            unk = (hit.not_() & pl.any_horizontal(unks)) if unks else None
+            null = pl.any_horizontal([v.val.is_null() for v in vs])
+            val = pl.when(hit).then(pl.lit(stop)).when(null).then(pl.lit(None, dtype=pl.Boolean)).otherwise(pl.lit(not stop))
+            # operands are evaluated left to right until one decides
+            fb_parts: list[pl.Expr | None] = []
+            decided: pl.Expr | None = None
+            for v, d in zip(vs, decides):
+                if v.fb is not None:
+                    fb_parts.append(v.fb if decided is None else decided.not_() & v.fb)
+                decided = d if decided is None else decided | d
+            return V("bool", val, unk, _or(*fb_parts))
+        if isinstance(e, ir.IfElse):
+            c = self.expr(e.condition, scope)
+            return self._ifelse(c, scope.settle(self.expr(e.then, scope)),
+                                scope.settle(self.expr(e.otherwise, scope)))
+        if isinstance(e, ir.In):
+            v = scope.settle(self.expr(e.item, scope))
+            opts = [scope.settle(self.expr(o, scope)) for o in e.options]
+            eqs = []
+            for o in opts:
+                c = self.compare("==", v, o)
+                eqs.append(c.val.fill_null(False) if o.unk is None else c.val.fill_null(False) & o.unk.not_())
+            found = pl.any_horizontal(eqs) if eqs else pl.lit(False)
+            ounks = [o.unk for o in opts if o.unk is not None]
+            unk = _or(v.unk, (found.not_() & pl.any_horizontal(ounks)) if ounks else None)
+            val = pl.when(v.val.is_null()).then(pl.lit(None, dtype=pl.Boolean)).when(found).then(
+                pl.lit(not e.negate)).otherwise(pl.lit(e.negate))
+            return V("bool", val, unk, _or(v.fb, *(o.fb for o in opts)))
+        if isinstance(e, ir.Call):
+            return self.call(e, scope)
+        if isinstance(e, ir.Aggregate):
+            return self.aggregate(e, scope)
+        raise Unsupported(f"IR node {type(e).__name__}")
+
+    def _ifelse(self, c: V, t: V, o: V) -> V:
+        true = c.val.fill_null(False)
+        if c.unk is not None:
+            true = true & c.unk.not_()
+        kind = t.kind if t.kind != "null" else o.kind
+        scale = max(t.scale, o.scale) if kind == "num" else 0
+        tv = self._align(t, scale) if kind == "num" else (t.val if t.kind != "null" else _null_of(kind))
+        ov = self._align(o, scale) if kind == "num" else (o.val if o.kind != "null" else _null_of(kind))
+        unk_parts = [c.unk]
+        if t.unk is not None:
+            unk_parts.append(true & t.unk)
+        if o.unk is not None:
+            unk_parts.append(true.not_() & o.unk)
+        # only the branch taken is evaluated (none when the condition is unknown)
+        known = c.unk.not_() if c.unk is not None else pl.lit(True)
+        fb = _or(c.fb, true & t.fb if t.fb is not None else None,
+                 known & true.not_() & o.fb if o.fb is not None else None)
+        return V(kind, pl.when(true).then(tv).otherwise(ov), _or(*unk_parts), fb, scale)
+
+    def rounded(self, e: ir.Expr, scope: Scope, k: int, mode: str) -> V:
+        """``e`` rounded to ``k`` places; the rounding is pushed into the branches of an ``if``
+        (round(a if c else b) = round(a) if c else round(b)) so that a quotient in a branch is
+        rounded exactly instead of being held at a fixed scale."""
+        if isinstance(e, ir.IfElse):
+            c = self.expr(e.condition, scope)
+            return self._ifelse(c, scope.settle(self.rounded(e.then, scope, k, mode)),
+                                scope.settle(self.rounded(e.otherwise, scope, k, mode)))
+        v = self.expr(e, scope)
+        if v.kind != "num":
+            return v
+        return scope.round_to(v, k, mode)
+
+    def const(self, value: Any) -> V:
+        if value is None:
+            return V("null", pl.lit(None))
+        if isinstance(value, bool):
+            return V("bool", pl.lit(value, dtype=pl.Boolean))
+        if isinstance(value, int):
+            return V("num", _lit_int(value), scale=0)
+        if isinstance(value, Decimal):
+            exponent = value.as_tuple().exponent
+            assert isinstance(exponent, int)
+            scale = max(0, -exponent)
+            return V("num", _lit_int(int(value.scaleb(scale))), scale=scale)
+        if isinstance(value, str):
+            return V("str", pl.lit(value, dtype=pl.String))
+        if isinstance(value, dt.date):
+            return V("date", pl.lit(value, dtype=pl.Date))
+        raise Unsupported(f"constant {value!r}")
+
+    def compare(self, op: str, a: V, b: V) -> V:
+        unk = _or(a.unk, b.unk)
+        fb = _or(a.fb, b.fb)
+        if a.kind == "null" or b.kind == "null":
+            return V("bool", pl.lit(None, dtype=pl.Boolean), unk, fb)
+        if a.kind == "num" and b.kind == "num":
+            scale = max(a.scale, b.scale)
+            x, y = _rescale(a, scale), _rescale(b, scale)
+        elif a.kind == b.kind and a.kind in ("date", "str", "bool"):
+            x, y = a.val, b.val
+            if a.kind == "bool" and op not in ("==", "!="):
+                raise Unsupported("ordering booleans")
+        elif op in ("==", "!=") and a.kind != b.kind:
+            same = pl.lit(op == "!=")
+            return V("bool", pl.when(a.val.is_null() | b.val.is_null()).then(pl.lit(None, dtype=pl.Boolean))
+                     .otherwise(same), unk, fb)
+        else:
+            raise Unsupported(f"comparing {a.kind} with {b.kind}")
+        out = {"<": x < y, "<=": x <= y, ">": x > y, ">=": x >= y, "==": x == y, "!=": x != y}[op]
+        return V("bool", out, unk, fb)
+
+    def binary(self, e: ir.Binary, scope: Scope) -> V:
+        a = self.expr(e.left, scope)
+        b = self.expr(e.right, scope)
+        op = e.op
+        unk = _or(a.unk, b.unk)
+        fb = _or(a.fb, b.fb)
+        if a.kind == "null" or b.kind == "null":
+            return V("num", pl.lit(None, dtype=I128), unk, fb)
+        if a.kind != "num" or b.kind != "num":
+            raise Unsupported(f"`{op}` on {a.kind} and {b.kind}")
+        if op == "/":
+            return V("num", pl.lit(None, dtype=I128), unk, fb, 0, (a, b))
+        a, b = scope.settle(a), scope.settle(b)
+        unk, fb = _or(a.unk, b.unk), _or(a.fb, b.fb)
+        if op in ("+", "-"):
+            scale = max(a.scale, b.scale)
+            x, y = _rescale(a, scale), _rescale(b, scale)
+            return V("num", x + y if op == "+" else x - y, unk, fb, scale)
+        if op == "*":
+            scale = a.scale + b.scale
+            if scale > MAX_SCALE:
+                raise Unsupported(f"a product with {scale} decimal places")
+            # Int128 products wrap silently: a row whose operands are too large goes to the scalar path
+            big = _lit_int(10 ** 18)
+            huge = ((a.val > big) | (a.val < _lit_int(0) - big) | (b.val > big) | (b.val < _lit_int(0) - big)).fill_null(False)
+            return V("num", a.val * b.val, unk, _or(fb, huge), scale)
+        if op in ("//", "%"):
+            scale = max(a.scale, b.scale)
+            x, y = _rescale(a, scale), _rescale(b, scale)
+            zero = y == 0
+            if op == "//":
+                q = x // y  # floor division for integers and decimals alike, as in the scalar path
+                return V("num", pl.when(zero).then(pl.lit(None, dtype=I128)).otherwise(q), unk, fb, 0)
+            return V("num", pl.when(zero).then(pl.lit(None, dtype=I128)).otherwise(x % y), unk, fb, scale)
+        if op == "**":
+            if not (isinstance(e.right, ir.Const) and isinstance(e.right.value, int) and 0 <= e.right.value <= 8):
+                raise Unsupported("`**` other than a small whole constant power")
+            n = e.right.value
+            scale = a.scale * n
+            if scale > MAX_SCALE:
+                raise Unsupported("a power with too many decimal places")
+            val = _lit_int(1)
+            for _ in range(n):
+                val = val * a.val
+            return V("num", val, unk, fb, scale)
+        raise Unsupported(f"operator {op}")
+
+    def call(self, e: ir.Call, scope: Scope) -> V:
+        fn = e.function
+        if fn == "round_money":
+            return self.rounded(e.args[0], scope, self.money_k, self.rounding.mode)
+        if fn == "round":
+            unit = e.args[1]
+            if not isinstance(unit, ir.Const):
+                raise Unsupported("round() to a computed unit")
+            q = unit.value if isinstance(unit.value, Decimal) else Decimal(str(unit.value))
+            return self.rounded(e.args[0], scope, _unit_scale(q), "half_up")
+        if fn in ("floor", "ceil"):
+            v = self.expr(e.args[0], scope)
+            if v.kind == "null":
+                return v
+            return replace(scope.round_to(v, 0, "floor" if fn == "floor" else "ceiling"), scale=0)
+        vs = [scope.settle(self.expr(a, scope)) for a in e.args]
+        unk = _or(*(v.unk for v in vs))
+        fb = _or(*(v.fb for v in vs))
+        anynull = pl.any_horizontal([v.val.is_null() for v in vs])
+        if any(v.kind == "null" for v in vs):
+            return V(_kind(e.type), _null_of(_kind(e.type)), unk, fb)
+        if fn in ("min", "max"):
+            kind = vs[0].kind
+            if kind == "num":
+                scale = max(v.scale for v in vs)
+                cols = [_rescale(v, scale) for v in vs]
+            else:
+                scale = 0
+                cols = [v.val for v in vs]
+            pick = pl.min_horizontal(cols) if fn == "min" else pl.max_horizontal(cols)
+            return V(kind, pl.when(anynull).then(_null_of(kind)).otherwise(pick), unk, fb, scale)
+        if fn == "abs":
+            v = vs[0]
+            return V("num", pl.when(v.val < 0).then(_lit_int(0) - v.val).otherwise(v.val), unk, fb, v.scale)
+        if fn == "age":
+            born = vs[0].val
+            y, mo, da = self.as_of.year, self.as_of.month, self.as_of.day
+            before = (pl.lit(mo) < born.dt.month()) | ((pl.lit(mo) == born.dt.month()) & (pl.lit(da) < born.dt.day()))
+            val = (pl.lit(y, dtype=pl.Int64) - born.dt.year().cast(pl.Int64) - before.cast(pl.Int64)).cast(I128)
+            return V("num", val, unk, fb, 0)
+        if fn == "days_between":
+            a, b = vs[0].val, vs[1].val
+            return V("num", (b - a).dt.total_days().cast(I128), unk, fb, 0)
+        if fn == "months_between":
+            a, b = vs[0].val, vs[1].val
+            months = ((b.dt.year().cast(pl.Int64) - a.dt.year().cast(pl.Int64)) * 12
+                      + b.dt.month().cast(pl.Int64) - a.dt.month().cast(pl.Int64))
+            bd, ad = b.dt.day(), a.dt.day()
+            last = b.dt.month_end().dt.day()
+            val = (pl.when((months > 0) & (bd < ad) & (bd != last)).then(months - 1)
+                   .when((months < 0) & (bd > ad)).then(months + 1).otherwise(months))
+            return V("num", val.cast(I128), unk, fb, 0)
+        if fn == "add_days":
+            d, n = vs[0], vs[1]
+            if n.scale != 0:
+                raise Unsupported("add_days with a fractional number of days")
+            return V("date", _python_date(d.val + pl.duration(days=n.val.cast(pl.Int64))), unk, fb)
+        if fn == "add_months":
+            d, n = vs[0], vs[1]
+            if n.scale != 0:
+                raise Unsupported("add_months with a fractional number of months")
+            index = d.val.dt.year().cast(pl.Int64) * 12 + d.val.dt.month().cast(pl.Int64) - 1 + n.val.cast(pl.Int64)
+            year, month = index // 12, index % 12 + 1
+            in_range = (year >= 1) & (year <= 9999)
+            safe_year = pl.when(in_range).then(year).otherwise(pl.lit(2000, dtype=pl.Int64))
+            last = pl.date(safe_year, month, 1).dt.month_end().dt.day()
+            day = pl.min_horizontal(d.val.dt.day(), last)
+            return V("date", pl.when(in_range).then(pl.date(safe_year, month, day)), unk, fb)
+        raise Unsupported(f"function {fn}()")
+
+    def aggregate(self, e: ir.Aggregate, scope: Scope) -> V:
+        if scope is not self.h:
+            raise Unsupported("nested aggregate")
+        fn = e.function
+        kind = _kind(e.type)
+        if "members" not in self.h.df.columns or self.m is None:
+            return V(kind, _null_of(kind), pl.lit(True))
+        m = self.m
+        where = m.settle(self.expr(e.where, m)) if e.where is not None else None
+        body = m.settle(self.expr(e.body, m)) if e.body is not None else None
+        name = m.fresh("agg")
+        cols: dict[str, pl.Expr] = {}
+        fbs = _or(where.fb if where else None, body.fb if body else None)
+        if where is not None:
+            wu = where.unk if where.unk is not None else pl.lit(False)
+            wtrue = where.val.fill_null(False) & wu.not_()
+            wknown_not_true = where.val.fill_null(False).not_() & wu.not_()
+        else:
+            wu, wtrue, wknown_not_true = pl.lit(False), pl.lit(True), pl.lit(False)
+        if fn in ("any", "all"):
+            cols["hit"] = wtrue if fn == "any" else wknown_not_true
+            cols["unk"] = wu
+        else:
+            cols["sel"] = wtrue
+            bu = body.unk if body is not None and body.unk is not None else pl.lit(False)
+            cols["unk"] = wu | (wtrue & bu)
+            if body is not None:
+                cols["body"] = body.val
+        if fbs is not None:
+            cols["fb"] = fbs
+        m.df = m.df.with_columns(**{f"{name}{k}": v for k, v in cols.items()})
+        def c(key: str) -> pl.Expr:
+            return pl.col(f"{name}{key}")
+        aggs = [c("unk").any().alias("unk")]
+        if fbs is not None:
+            aggs.append(c("fb").any().alias("fb"))
+        if fn in ("any", "all"):
+            aggs.append(c("hit").any().alias("hit"))
+        elif fn == "count":
+            aggs.append(c("sel").sum().cast(I128).alias("val"))
+        elif fn == "collect":
+            assert body is not None
+            aggs.append(c("body").filter(c("sel")).alias("val"))
+        else:
+            assert body is not None
+            picked = c("body").filter(c("sel"))
+            if fn == "sum":
+                aggs.append(picked.sum().alias("val"))
+            elif fn == "min":
+                aggs.append(picked.min().alias("val"))
+            else:
+                aggs.append(picked.max().alias("val"))
+        grouped = m.df.group_by("_hh", maintain_order=True).agg(aggs)
+        joined = self.h.df.select("_hh").join(grouped, on="_hh", how="left", maintain_order="left")
+        no_members = pl.col("members").is_null()
+        out = {}
+        unk_col = joined["unk"].fill_null(False)
+        if fn == "any":
+            hit = joined["hit"].fill_null(False)
+            out[f"v:{name}"] = hit
+            out[f"u:{name}"] = hit.not_() & unk_col
+        elif fn == "all":
+            miss = joined["hit"].fill_null(False)
+            out[f"v:{name}"] = miss.not_()
+            out[f"u:{name}"] = miss.not_() & unk_col
+        else:
+            val = joined["val"]
+            if fn in ("count", "sum"):
+                val = val.fill_null(0)
+            elif fn == "collect":
+                val = val.fill_null([]) if val.dtype != pl.Null else val
+            out[f"v:{name}"] = val
+            out[f"u:{name}"] = unk_col
+        if fbs is not None:
+            out[f"f:{name}"] = joined["fb"].fill_null(False)
+        self.h.df = self.h.df.with_columns([series.alias(k) for k, series in out.items()])
+        unk = pl.col(f"u:{name}") | no_members
+        scale = body.scale if body is not None and fn in ("sum", "min", "max") else 0
+        rkind = kind if fn != "collect" else "list"
+        result = pl.when(no_members).then(_null_of(rkind)).otherwise(pl.col(f"v:{name}"))
+        return V(rkind, result, unk, pl.col(f"f:{name}") if fbs is not None else None, scale)
+
+
+# --- population layout -------------------------------------------------------------------------
+
+
+def _scale_of(values: Sequence[Decimal | None]) -> int:
+    scale = 0
+    for v in values:
+        if v is not None:
+            exponent = v.as_tuple().exponent
+            if isinstance(exponent, int):
+                scale = max(scale, -exponent)
+    return scale
+
+
+def _dtype(node: ir.InputNode, scale: int) -> pl.DataType:
+    if node.type in ("money", "decimal"):
+        return pl.Decimal(38, scale)
+    if node.type == "integer":
+        return pl.Int64()
+    if node.type == "boolean":
+        return pl.Boolean()
+    if node.type == "date":
+        return pl.Date()
+    if node.type == "list":
+        return pl.List(pl.String)
+    return pl.String()
+
+
+def facts_to_population(engine: Any, facts: Sequence[Any], entity: str = "household") -> pl.DataFrame:
+    """The documented layout (docs/population.md) for a list of facts dicts, checked as ``decide`` does."""
+    policy: ir.CompiledPolicy = engine.policy
+    read = [read_facts(policy.inputs, f, entity) for f in facts]
+    columns: dict[str, pl.Series] = {}
+    for node in policy.inputs:
+        if node.entity != entity:
+            continue
+        values = [r[0].get(node.name) for r in read]
+        scale = _scale_of(values) if node.type in ("money", "decimal") else 0
+        if node.type == "list":
+            values = [list(v) if v is not None else None for v in values]
+        columns[node.name] = pl.Series(node.name, values, dtype=_dtype(node, scale))
+    if entity == "household":
+        member_nodes = [n for n in policy.inputs if n.entity == "member"]
+        owner: list[int] = []
+        flat: list[dict[str, Any]] = []
+        for i, r in enumerate(read):
+            for row in r[1] or ():
+                owner.append(i)
+                flat.append(row)
+        fields: dict[str, pl.Series] = {}
+        for node in member_nodes:
+            values = [row.get(node.name) for row in flat]
+            scale = _scale_of(values) if node.type in ("money", "decimal") else 0
+            if node.type == "list":
+                values = [list(v) if v is not None else None for v in values]
+            fields[node.name] = pl.Series(node.name, values, dtype=_dtype(node, scale))
+        if not fields:  # a policy without member inputs still counts members
+            fields["_member"] = pl.Series("_member", [True] * len(flat), dtype=pl.Boolean)
+        dtype = pl.List(pl.Struct({name: s.dtype for name, s in fields.items()}))
+        grouped = (pl.DataFrame([pl.Series("_hh", owner, dtype=pl.Int64), *fields.values()])
+                   .select("_hh", pl.struct(list(fields)).alias("members"))
+                   .group_by("_hh", maintain_order=True).agg("members"))
+        given = pl.Series("given", [r[1] is not None for r in read], dtype=pl.Boolean)
+        members = (pl.DataFrame({"_hh": pl.Series(range(len(read)), dtype=pl.Int64), "given": given})
+                   .join(grouped, on="_hh", how="left", maintain_order="left")
+                   .select(pl.when(pl.col("given") & pl.col("members").is_null())
+                           .then(pl.lit([], dtype=dtype)).otherwise(pl.col("members")).alias("members")))
+        columns["members"] = members["members"].cast(dtype)
+    return pl.DataFrame(columns)
+
+
+def _num_column(series: pl.Series) -> tuple[pl.Series, int]:
+    """A numeric input column as fixed-point Int128 and its scale (exact)."""
+    dtype = series.dtype
+    if isinstance(dtype, pl.Decimal):
+        scale = dtype.scale or 0
+        out = pl.select((pl.lit(series) * pl.lit(10 ** scale)).cast(I128)).to_series() if scale else series.cast(I128)
+        return out, scale
+    if dtype.is_integer():
+        return series.cast(I128), 0
+    if dtype == pl.Null:
+        return series.cast(I128), 0
+    # floats and text: exactly what was typed (a float's shortest repr), as the scalar intake reads it
+    values = [None if v is None else Decimal(str(v).strip()) for v in series.to_list()]
+    scale = _scale_of(values)
+    return pl.Series(series.name, [None if v is None else int(v.scaleb(scale)) for v in values], dtype=I128), scale
+
+
+def _check(series: pl.Series, node: ir.InputNode, rows: pl.Series, member: pl.Series | None,
+           errors: list[Diagnostic]) -> None:
+    """The checks of ``intake.coerce`` that a typed column can still fail: enum values, negative money."""
+    if node.type == "enum" and series.dtype == pl.String:
+        bad = series.is_not_null() & series.is_in(list(node.values)).not_()
+    elif node.type == "money" and node.path[-1] not in _SIGNED_MONEY and series.dtype == I128:
+        bad = (series < 0).fill_null(False)
+    else:
+        return
+    for i in bad.arg_true().head(20).to_list():
+        where = f"[{rows[i]}]" + (f".members[{member[i]}]" if member is not None else "") + "." + ".".join(node.path)
+        value = series[i]
+        message = (f"{value!r} is not one of {', '.join(node.values)}" if node.type == "enum"
+                   else "money cannot be negative")
+        errors.append(make("PE401", f"{where}: {message}", path=where, hint=node.label.en))
+
+
+def _prepare(policy: ir.CompiledPolicy, population: pl.DataFrame, entity: str
+             ) -> tuple[pl.DataFrame, pl.DataFrame | None, dict[tuple[str, str], int]]:
+    scales: dict[tuple[str, str], int] = {}
+    errors: list[Diagnostic] = []
+    cols = [pl.Series("_hh", range(population.height), dtype=pl.Int64)]
+    for node in policy.inputs:
+        if node.entity != entity or node.name not in population.columns:
+            continue
+        s = population[node.name]
+        if node.type in ir.NUMERIC:
+            s, scales[("entity", node.name)] = _num_column(s)
+        elif node.type == "date" and s.dtype == pl.String:
+            s = s.str.to_date()
+        elif s.dtype == pl.Null:
+            s = s.cast(_dtype(node, 0))
+        _check(s, node, cols[0], None, errors)
+        cols.append(s.alias(f"in:{node.name}"))
+    members_df = None
+    if entity == "household" and "members" in population.columns:
+        cols.append(population["members"])
+        mem = (pl.DataFrame([cols[0], population["members"]])
+               .filter(pl.col("members").list.len() > 0)
+               .explode("members")
+               .with_columns(_m=pl.int_range(pl.len()).over("_hh")))
+        fields = mem["members"].struct.fields if mem.height else [
+            f.name for f in population.schema["members"].inner.fields]  # type: ignore[attr-defined]
+        unnested = mem["members"].struct.unnest() if mem.height else None
+        mcols = [mem["_hh"]]
+        for node in policy.inputs:
+            if node.entity != "member" or node.name not in fields:
+                continue
+            s = unnested[node.name] if unnested is not None else pl.Series(node.name, [], dtype=pl.Null)
+            if node.type in ir.NUMERIC:
+                s, scales[("member", node.name)] = _num_column(s)
+            elif node.type == "date" and s.dtype == pl.String:
+                s = s.str.to_date()
+            elif s.dtype == pl.Null:
+                s = s.cast(_dtype(node, 0))
+            _check(s, node, mem["_hh"], mem["_m"], errors)
+            mcols.append(s.alias(f"in:{node.name}"))
+        members_df = pl.DataFrame(mcols)
+    if errors:
+        raise FactsError(errors)
+    return pl.DataFrame(cols), members_df, scales
+
+
+# --- the entry point ---------------------------------------------------------------------------
+
+
+def _to_facts(policy: ir.CompiledPolicy, row: dict[str, Any], entity: str) -> dict[str, Any]:
+    facts: dict[str, Any] = {}
+    for node in policy.inputs:
+        if node.entity == entity and row.get(node.name) is not None:
+            _set_path(facts, node.path, row[node.name])
+    if entity == "household" and row.get("members") is not None:
+        members = []
+        for m in row["members"]:
+            out: dict[str, Any] = {}
+            for node in policy.inputs:
+                if node.entity == "member" and m is not None and m.get(node.name) is not None:
+                    _set_path(out, node.path, m[node.name])
+            members.append(out)
+        facts["members"] = members
+    return facts
+
+
+def _set_path(target: dict[str, Any], path: tuple[str, ...], value: Any) -> None:
+    for part in path[:-1]:
+        target = target.setdefault(part, {})
+    target[path[-1]] = value
+
+
+def unsupported(engine: Any, as_of: dt.date | str, entity: str = "household") -> dict[str, str]:
+    """Decisions the vector path cannot compile on ``as_of`` (their rows go to the scalar path)."""
+    day = as_date(as_of)
+    population = facts_to_population(engine, [{"members": []}], entity) if entity == "household" \
+        else facts_to_population(engine, [{}], entity)
+    reasons: dict[str, str] = {}
+    _run(engine, population, day, entity, None, reasons)
+    return reasons
+
+
+def decide_batch(engine: Any, population: pl.DataFrame | Sequence[Any], as_of: dt.date | str,
+                 decisions: list[str] | None = None, entity: str = "household") -> pl.DataFrame:
+    """Decide every case of ``population`` at once; equal to ``engine.decide`` case by case.
+
+    ``population`` is a polars DataFrame in the layout of docs/population.md, or a list of facts
+    dicts (converted with ``facts_to_population``). The result has one row per case, in order:
+    ``<id>.status``, ``<id>.<output>`` for every output, ``<id>.fired_rows`` (the ids of the rows
+    that fired in the decision's table), and ``_fallback``: True where the row was decided by the
+    scalar path (see ``unsupported`` for decisions that are never vectorised).
+    """
+    day = as_date(as_of)
+    facts_list = None
+    if not isinstance(population, pl.DataFrame):
+        facts_list = list(population)
+        population = facts_to_population(engine, facts_list, entity)
+    return _run(engine, population, day, entity, decisions, {}, facts_list)
+
+
+def _run(engine: Any, population: pl.DataFrame, day: dt.date, entity: str, decisions: list[str] | None,
+         reasons: dict[str, str], facts_list: list[Any] | None = None) -> pl.DataFrame:
+    policy: ir.CompiledPolicy = engine.policy
+    wanted = [d for d in policy.decisions if d.entity == entity]
+    if decisions is not None:
+        known = {d.id: d for d in wanted}
+        missing = [d for d in decisions if d not in known]
+        if missing:
+            from .diagnostics import did_you_mean
+
+            raise FactsError([make("PE403", f"no decision `{d}` for entity {entity}", path="decisions",
+                                   hint=did_you_mean(d, known)) for d in missing])
+        wanted = [known[d] for d in decisions]
+    entity_df, members_df, scales = _prepare(policy, population, entity)
+    batch = Batch(engine, entity_df, members_df, day, entity, scales)
+    n = population.height
+    columns: list[pl.Series] = []
+    fallback = pl.Series("_fallback", [False] * n, dtype=pl.Boolean)
+    per_decision: dict[str, pl.Series] = {}
+    specs: list[tuple[ir.DecisionNode, list[tuple[str, str, int]]]] = []
+    for node in wanted:
+        try:
+            status, values, fired = batch.decide(node)
+        except Unsupported as exc:
+            file, line, _ = policy.location(f"decisions.{node.id}")
+            reasons[node.id] = f"{exc} ({file}:{line})" if file else str(exc)
+            # the decision may have been partly compiled: forget its partial state
+            batch.results.pop(node.id, None)
+            batch.in_progress.discard(node.id)
+            fallback = fallback | True
+            per_decision[node.id] = pl.Series([True] * n, dtype=pl.Boolean)
+            outs = [(o.short, _kind(o.type), 0) for o in node.outputs]
+            columns.append(pl.Series(f"{node.id}.status", [None] * n, dtype=pl.String))
+            for short, kind, _ in outs:
+                columns.append(pl.Series(f"{node.id}.{short}", [None] * n, dtype=_out_dtype(kind, 0)))
+            columns.append(pl.Series(f"{node.id}.fired_rows", [[]] * n, dtype=pl.List(pl.String)))
+            specs.append((node, outs))
+            continue
+        if status == "not_in_force":
+            columns.append(pl.Series(f"{node.id}.status", ["not_in_force"] * n, dtype=pl.String))
+            outs = [(o.short, _kind(o.type), 0) for o in node.outputs]
+            for short, kind, _ in outs:
+                columns.append(pl.Series(f"{node.id}.{short}", [None] * n, dtype=_out_dtype(kind, 0)))
+            columns.append(pl.Series(f"{node.id}.fired_rows", [[]] * n, dtype=pl.List(pl.String)))
+            specs.append((node, outs))
+            continue
+        exprs = []
+        unks = []
+        fbs = []
+        outs = []
+        for output in node.outputs:
+            v = values[output.short]
+            kind = v.kind if v.kind != "null" else _kind(output.type)
+            val = pl.when(v.unk).then(None).otherwise(v.val) if v.unk is not None else v.val
+            if kind == "num":
+                val = val.cast(pl.Decimal(38, 0)) * pl.lit(Decimal(1).scaleb(-v.scale)) if v.scale else val.cast(pl.Decimal(38, 0))
+                if output.type == "integer":
+                    val = val.cast(pl.Int64)
+            exprs.append(val.alias(f"{node.id}.{output.short}"))
+            if v.unk is not None:
+                unks.append(v.unk)
+            if v.fb is not None:
+                fbs.append(v.fb)
+            outs.append((output.short, "int" if output.type == "integer" and kind == "num" else kind, v.scale))
+        unknown = pl.any_horizontal(unks).fill_null(False) if unks else pl.lit(False)
+        status_expr = pl.when(unknown).then(pl.lit("needs_information")).otherwise(pl.lit("decided"))
+        fired_expr = fired.val if fired is not None else pl.lit([], dtype=pl.List(pl.String))
+        fb_expr = pl.any_horizontal(fbs).fill_null(True) if fbs else pl.lit(False)
+        frame = batch.h.df.select(status_expr.alias(f"{node.id}.status"), *exprs,
+                                  fired_expr.alias(f"{node.id}.fired_rows"), fb_expr.alias("_fb"))
+        columns.extend(frame[c] for c in frame.columns[:-1])
+        fallback = fallback | frame["_fb"]
+        per_decision[node.id] = frame["_fb"]
+        specs.append((node, outs))
+    result = pl.DataFrame(columns + [fallback.alias("_fallback")]) if columns else pl.DataFrame([fallback])
+    if fallback.any():
+        result = _fallback(engine, population, day, entity, result, specs, facts_list, per_decision)
+    return result
+
+
+def _out_dtype(kind: str, scale: int) -> pl.DataType:
+    return {"num": pl.Decimal(38, scale), "int": pl.Int64(), "bool": pl.Boolean(), "date": pl.Date(),
+            "str": pl.String(), "list": pl.List(pl.String)}.get(kind, pl.String())
+
+
+def _fallback(engine: Any, population: pl.DataFrame, day: dt.date, entity: str, result: pl.DataFrame,
+              specs: list[tuple[ir.DecisionNode, list[tuple[str, str, int]]]],
+              facts_list: list[Any] | None, per_decision: dict[str, pl.Series]) -> pl.DataFrame:
+    """Decide the rows marked ``_fallback`` with the scalar path and write them into the result."""
+    from .evaluate import Unknown
+
+    index = result["_fallback"].arg_true().to_list()
+    rows = population[index].to_dicts() if facts_list is None else None
+    updates: dict[str, list[Any]] = {c: [] for c in result.columns if c != "_fallback"}
+    existing = result[index].to_dicts()
+    flags = {d: f.gather(index).to_list() for d, f in per_decision.items()}
+    for k, i in enumerate(index):
+        facts = facts_list[i] if facts_list is not None else _to_facts(engine.policy, rows[k], entity)  # type: ignore[index]
+        needed = [node.id for node, _ in specs if flags[node.id][k]]
+        decision = engine.decide(facts, day, entity, decisions=needed, trace=False)
+        for node, outs in specs:
+            if node.id not in needed:
+                for name in [f"{node.id}.status", f"{node.id}.fired_rows"] + [f"{node.id}.{o[0]}" for o in outs]:
+                    updates[name].append(existing[k][name])
+                continue
+            outcome = decision[node.id]
+            updates[f"{node.id}.status"].append(outcome.status)
+            updates[f"{node.id}.fired_rows"].append(list(outcome.fired_rows))
+            for short, _, _ in outs:
+                value = outcome.outputs.get(short)
+                if isinstance(value, Unknown):
+                    value = None
+                if isinstance(value, tuple):
+                    value = list(value)
+                updates[f"{node.id}.{short}"].append(value)
+    # widen decimal columns so that the scalar values fit exactly
+    patched = {}
+    for name, values in updates.items():
+        dtype = result.schema[name]
+        if isinstance(dtype, pl.Decimal) or (dtype == pl.Int64 and any(isinstance(v, Decimal) for v in values)):
+            scale = max(dtype.scale or 0 if isinstance(dtype, pl.Decimal) else 0,
+                        _scale_of([v if isinstance(v, Decimal) else None for v in values]))
+            dtype = pl.Decimal(38, scale) if isinstance(dtype, pl.Decimal) else dtype
+            if isinstance(dtype, pl.Decimal):
+                result = result.with_columns(pl.col(name).cast(dtype))
+        patched[name] = pl.Series(name, values, dtype=dtype, strict=False)
+    schema = {name: (patched[name].dtype if result.schema[name] == pl.Null else result.schema[name])
+              for name in result.columns if name != "_fallback"}
+    fixed = pl.DataFrame([patched[name].cast(dtype) for name, dtype in schema.items()]).with_columns(
+        _fallback=pl.lit(True), _i=pl.Series(index, dtype=pl.UInt32))
+    kept = result.with_columns([pl.col(n).cast(d) for n, d in schema.items()]).with_row_index("_i").filter(
+        pl.col("_fallback").not_())
+    return pl.concat([kept, fixed.select(kept.columns)]).sort("_i").drop("_i")
