@@ -39,3 +39,24 @@ def test_policy_case(suite: str, index: int) -> None:
         f"{result.location} {result.name}: {result.result}\n" + "\n".join(result.messages)
         + ("\n" + result.explanation if result.explanation else "")
     )
+
+
+def test_every_policy_test_names_the_clause_it_checks() -> None:
+    import yaml
+
+    missing = []
+    for suite in find_suites([POLICIES]):
+        data = yaml.safe_load(suite.read_text(encoding="utf-8"))
+        cases = data["tests"] if isinstance(data, dict) else data
+        missing += [f"{suite.relative_to(POLICIES)}: {case['name']}" for case in cases if not case.get("cites")]
+    assert missing == []
+
+
+def test_each_province_has_enough_test_households() -> None:
+    counts: dict[str, int] = {}
+    for suite in find_suites([POLICIES]):
+        province = suite.relative_to(POLICIES).parts[0]
+        counts[province] = counts.get(province, 0) + len(_results(str(suite)))
+    for province in ("anhui", "hebei", "hunan", "shaanxi"):
+        assert counts.get(province, 0) >= 25, counts
+    assert sum(counts.values()) >= 120
