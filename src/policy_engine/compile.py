@@ -19,7 +19,7 @@ from typing import Any
 from . import document as doc
 from . import ir
 from .diagnostics import Diagnostic, PolicyError, did_you_mean, make, sort_unique
-from .expressions import ExpressionError, Resolved, compile_expression, refs_of
+from .expressions import ExpressionError, Resolved, compile_expression, refs_of, table_refs
 from .load import LoadedDocument, Path, load_file
 from .tables import is_identifier, literal_cell, parse_cell
 
@@ -721,26 +721,7 @@ class _Compiler:
 
     @staticmethod
     def table_refs(table: ir.Table | None) -> set[str]:
-        if table is None:
-            return set()
-        out: set[str] = set()
-        for e in table.inputs:
-            out |= refs_of(e)
-        for d in table.defaults:
-            out |= refs_of(d)
-
-        def test_refs(t: ir.Test) -> None:
-            out.update(refs_of(t.a))
-            out.update(refs_of(t.b))
-            for sub in t.tests:
-                test_refs(sub)
-
-        for row in table.rows:
-            for t in row.tests:
-                test_refs(t)
-            for o in row.outputs:
-                out |= refs_of(o)
-        return out
+        return table_refs(table)
 
     # -- whole policy --------------------------------------------------------------------------
 

@@ -146,6 +146,20 @@ class Engine:
             backend = self._backends[trace] = Backend(self.policy, trace)
         return backend
 
+    def select(self, entity: str, decisions: list[str] | None = None) -> list[ir.DecisionNode]:
+        """The decisions of ``entity`` (all, or those named, in that order); FactsError PE403 otherwise."""
+        wanted = self._by_entity.get(entity, [])
+        if decisions is None:
+            return list(wanted)
+        known = {d.id: d for d in wanted}
+        missing = [d for d in decisions if d not in known]
+        if missing:
+            from .diagnostics import FactsError, did_you_mean
+
+            raise FactsError([make("PE403", f"no decision `{d}` for entity {entity}", path="decisions",
+                                   hint=did_you_mean(d, known)) for d in missing])
+        return [known[d] for d in decisions]
+
     def decision_ids(self, entity: str | None = None) -> list[str]:
         return [d.id for d in self.policy.decisions if entity is None or d.entity == entity]
 
@@ -162,16 +176,7 @@ class Engine:
 
             raise FactsError([make("PE403", f"unknown entity `{entity}`", path="entity",
                                    hint=did_you_mean(entity, ENTITIES) or f"one of {', '.join(ENTITIES)}")])
-        wanted = self._by_entity.get(entity, [])
-        if decisions is not None:
-            known = {d.id: d for d in wanted}
-            missing = [d for d in decisions if d not in known]
-            if missing:
-                from .diagnostics import FactsError, did_you_mean
-
-                raise FactsError([make("PE403", f"no decision `{d}` for entity {entity}", path="decisions",
-                                       hint=did_you_mean(d, known)) for d in missing])
-            wanted = [known[d] for d in decisions]
+        wanted = self.select(entity, decisions)
         values, members = read_facts(self.policy.inputs, facts, entity)
         backend = self._backend(trace)
         events: list[tuple[Any, ...]] | None = [] if trace else None

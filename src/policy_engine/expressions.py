@@ -479,3 +479,25 @@ def refs_of(expr: ir.Expr | None) -> set[str]:
 
     walk(expr)
     return out
+
+
+def table_refs(table: ir.Table | None) -> set[str]:
+    """Every name a decision table references: input columns, cell endpoints, outputs, defaults."""
+    if table is None:
+        return set()
+    out: set[str] = set()
+    for e in (*table.inputs, *table.defaults):
+        out |= refs_of(e)
+
+    def test_refs(t: ir.Test) -> None:
+        out.update(refs_of(t.a))
+        out.update(refs_of(t.b))
+        for sub in t.tests:
+            test_refs(sub)
+
+    for row in table.rows:
+        for t in row.tests:
+            test_refs(t)
+        for o in row.outputs:
+            out |= refs_of(o)
+    return out

@@ -29,7 +29,7 @@ from typing import Any
 
 from . import ir
 from .diagnostics import Diagnostic, make, sort_unique
-from .expressions import refs_of
+from .expressions import refs_of, table_refs
 
 #: the hit policies for which a no-match is a gap (multiple-hit tables may match nothing on purpose)
 SINGLE_HIT = frozenset({"U", "A", "P", "F"})
@@ -471,24 +471,7 @@ def unreachable_rows(policy: ir.CompiledPolicy, as_of: dt.date | None = None) ->
 
 
 def _table_refs(table: ir.Table | None) -> set[str]:
-    if table is None:
-        return set()
-    out: set[str] = set()
-    for e in (*table.inputs, *table.defaults):
-        out |= refs_of(e)
-
-    def test_refs(t: ir.Test) -> None:
-        out.update(refs_of(t.a))
-        out.update(refs_of(t.b))
-        for sub in t.tests:
-            test_refs(sub)
-
-    for row in table.rows:
-        for t in row.tests:
-            test_refs(t)
-        for o in row.outputs:
-            out |= refs_of(o)
-    return out
+    return table_refs(table)
 
 
 def referenced_names(policy: ir.CompiledPolicy) -> set[str]:

@@ -1222,16 +1222,7 @@ def decide_batch(engine: Any, population: pl.DataFrame | Sequence[Any], as_of: d
 def _run(engine: Any, population: pl.DataFrame, day: dt.date, entity: str, decisions: list[str] | None,
          reasons: dict[str, str], facts_list: list[Any] | None = None) -> pl.DataFrame:
     policy: ir.CompiledPolicy = engine.policy
-    wanted = [d for d in policy.decisions if d.entity == entity]
-    if decisions is not None:
-        known = {d.id: d for d in wanted}
-        missing = [d for d in decisions if d not in known]
-        if missing:
-            from .diagnostics import did_you_mean
-
-            raise FactsError([make("PE403", f"no decision `{d}` for entity {entity}", path="decisions",
-                                   hint=did_you_mean(d, known)) for d in missing])
-        wanted = [known[d] for d in decisions]
+    wanted = engine.select(entity, decisions)
     entity_df, members_df, scales = _prepare(policy, population, entity)
     batch = Batch(engine, entity_df, members_df, day, entity, scales)
     n = population.height
