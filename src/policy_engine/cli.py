@@ -275,6 +275,112 @@ def catalogue(policy_path: str, as_of: str | None, fmt: str, lang: str | None) -
         click.echo(f"  {i['name']:<36} {i['entity']:<11} {i['path']:<40} {i['label'][lang]}")
 
 
+@cli.command()
+@click.option("--households", "n", required=True, type=click.IntRange(min=0), help="how many households")
+@click.option("--province", required=True, type=click.Choice(["anhui", "hebei", "hunan", "shaanxi", "national"]),
+              help="whose facts (jurisdiction codes, Anhui's region, Shaanxi's assessment.dibao_tier)")
+@click.option("--seed", default=0, show_default=True, type=int, help="random.Random seed: same seed, same file")
+@click.option("--out", "out", required=True, type=click.Path(dir_okay=False),
+              help="output file: .jsonl (JSON Lines) or .parquet, by suffix")
+def synth(n: int, province: str, seed: int, out: str) -> None:
+    """Write a seeded synthetic population of households (facts valid against facts.Household)."""
+    from .population import format_of, write_synth
+
+    try:
+        if format_of(out) not in ("jsonl", "parquet"):
+            raise ValueError(f"{out}: synth writes .jsonl or .parquet")
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from exc
+    write_synth(out, n, province, seed)
+    click.echo(f"wrote {n} {province} households to {out} (seed {seed})")
+
+
+@cli.command()
+@click.argument("input_path", metavar="INPUT", type=click.Path(exists=True, dir_okay=False))
+@click.option("--policy", "policy_path", required=True, type=click.Path(exists=True, file_okay=False),
+              help="the policy package folder")
+@click.option("--as-of", "as_of", required=True, help="the date whose rules apply, YYYY-MM-DD")
+@click.option("--out", "out", required=True, type=click.Path(dir_okay=False),
+              help="results: .parquet or .jsonl (money as exact decimal strings), by suffix")
+@click.option("--decisions", default=None, help="only these decisions (comma separated)")
+@click.option("--roster", default=None, type=click.Path(exists=True, dir_okay=False),
+              help="current dibao recipients: one household id a line, or CSV household_id[,benefit]")
+@click.option("--chunk-size", default=100_000, show_default=True, type=click.IntRange(min=1),
+              help="households decided per batch (bounds memory)")
+@click.option("--progress/--no-progress", default=True, show_default=True,
+              help="progress bar on stderr (only when stderr is a terminal)")
+def screen(input_path: str, policy_path: str, as_of: str, out: str, decisions: str | None, roster: str | None,
+           chunk_size: int, progress: bool) -> None:
+    """Decide every household of INPUT (.jsonl, .parquet or .csv) in chunks and write OUT.
+
+    Malformed rows are reported (row:column) and skipped; the others are decided.
+    """
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.table import Table
+
+    from . import population as pop
+
+    day = _day(as_of, "--as-of")
+    try:
+        if pop.format_of(out) == "csv":
+            raise ValueError(f"{out}: screen writes .parquet or .jsonl")
+        pop.format_of(input_path)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from exc
+    engine = _load_engine(policy_path, "text")
+    wanted = [d.strip() for d in decisions.split(",") if d.strip()] if decisions else None
+    roster_entries = pop.read_roster(roster) if roster else None
+    err = Console(stderr=True)
+    show = progress and err.is_terminal
+    bar = Progress(TextColumn("screening"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                   console=err, disable=not show, transient=True)
+    try:
+        with bar:
+            task = bar.add_task("screen", total=pop.count_rows(input_path) if show else None)
+            result = pop.screen(engine, input_path, out, day, wanted, chunk_size,
+                                progress=lambda k: bar.advance(task, k), keep_ids=roster_entries is not None)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from exc
+    except PolicyError as exc:
+        _fail_policy(exc, "text")
+    console = Console(soft_wrap=True, highlight=False)
+    table = Table(title=f"screen {input_path} -> {out} (as of {day.isoformat()})")
+    statuses = ["decided", "needs_information", "not_in_force"]
+    table.add_column("decision")
+    for status in statuses:
+        table.add_column(status, justify="right")
+    for did, counts in result.counts.items():
+        table.add_row(did, *(str(counts.get(s, 0)) for s in statuses))
+    console.print(table)
+    rows = sorted({e.row for e in result.errors})
+    console.print(f"households decided: {result.households}; decided by the scalar path (fallback): "
+                  f"{result.fallback_rows}")
+    console.print(f"malformed rows: {len(rows)}" + (" (first 10: " + ", ".join(
+        f"{e.row}:{e.column or '-'}" for e in _first_per_row(result.errors, 10)) + ")" if rows else ""))
+    for e in _first_per_row(result.errors, 10):
+        console.print(f"  {e}")
+    console.print(f"elapsed: {result.elapsed:.2f} s, {result.per_second:,.0f} households/s")
+    if roster_entries is not None:
+        report = pop.roster_check(result, roster_entries, engine)
+        path = out + ".roster.json"
+        with open(path, "w", encoding="utf-8") as handle:
+            json.dump(report, handle, ensure_ascii=False, indent=2)
+        console.print("roster: " + ", ".join(f"{k} {v['count']}" for k, v in report.items()) + f" -> {path}")
+
+
+def _first_per_row(errors: list[Any], limit: int) -> list[Any]:
+    seen: set[int] = set()
+    out = []
+    for e in errors:
+        if e.row not in seen:
+            seen.add(e.row)
+            out.append(e)
+            if len(out) == limit:
+                break
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: runs the command and maps every failure to its documented exit code."""
     try:

@@ -1,0 +1,769 @@
+"""Reading, generating and screening whole populations of households (docs/population.md).
+
+* :func:`read_facts` yields ``(household id, facts dict)`` from a JSON Lines, Parquet or CSV file;
+* :func:`read_batches` streams the same file as polars frames in the layout ``decide_batch``
+  takes, ``chunk_size`` households at a time, skipping (and reporting) malformed rows;
+* :func:`synth_households` / :func:`write_synth` make a seeded synthetic population;
+* :func:`replay` re-decides one row of a file with the scalar ``Engine.decide``;
+* :func:`screen` runs ``decide_batch`` over a file chunk by chunk and writes the results;
+  :func:`roster_check` compares the results with a list of current recipients.
+
+Row numbers are 1-based: for JSON Lines the line number, for Parquet the row, for CSV the data
+row (the header is row 0).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import datetime as dt
+import io
+import json
+import os
+import random
+import tempfile
+import time
+import types
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
+
+import polars as pl
+from pydantic import AfterValidator, BaseModel
+
+from . import facts as facts_models
+from .diagnostics import Diagnostic, FactsError, make
+from .intake import read_facts as _intake
+
+__all__ = [
+    "PROVINCES",
+    "RowError",
+    "format_of",
+    "read_batches",
+    "read_facts",
+    "read_roster",
+    "replay",
+    "roster_check",
+    "screen",
+    "synth_households",
+    "write_synth",
+]
+
+ID_COLUMN, ROW_COLUMN = "household_id", "row"
+_HOUSEHOLD_KEYS = frozenset(facts_models.Household.model_fields)
+_MEMBER_KEYS = frozenset(facts_models.Member.model_fields)
+
+
+def format_of(path: str | os.PathLike[str]) -> str:
+    """``jsonl``, ``parquet`` or ``csv`` by the file's suffix."""
+    suffix = Path(path).suffix.lower()
+    if suffix in (".jsonl", ".ndjson", ".json"):
+        return "jsonl"
+    if suffix in (".parquet", ".pq"):
+        return "parquet"
+    if suffix == ".csv":
+        return "csv"
+    raise ValueError(f"{os.fspath(path)}: unknown format {suffix!r} (use .jsonl, .parquet or .csv)")
+
+
+@dataclass(frozen=True)
+class RowError:
+    """A malformed row: its 1-based row number, the column (fact path) and the message."""
+
+    row: int
+    column: str
+    message: str
+    household_id: str | None = None
+
+    def __str__(self) -> str:
+        return f"{self.row}:{self.column}: {self.message}"
+
+
+# ------------------------------------------------------------------------------------------------
+# Schema of the facts layout, derived from the facts models
+# ------------------------------------------------------------------------------------------------
+
+
+def _strip(annotation: Any) -> Any:
+    if get_origin(annotation) in (Union, types.UnionType):
+        rest = [a for a in get_args(annotation) if a is not type(None)]
+        if len(rest) == 1:
+            return rest[0]
+    return annotation
+
+
+def _kind(annotation: Any) -> Any:
+    """money | signed | int | bool | date | str | ('list', kind) | model class."""
+    annotation = _strip(annotation)
+    if get_origin(annotation) is Annotated:
+        base, *meta = get_args(annotation)
+        if base is Decimal:
+            return "money" if any(isinstance(m, AfterValidator) for m in meta) else "signed"
+        if base is dt.date:
+            return "date"
+        return _kind(base)
+    if get_origin(annotation) is list:
+        return ("list", _kind(get_args(annotation)[0]))
+    if get_origin(annotation) is Literal or annotation is str:
+        return "str"
+    if annotation is bool:
+        return "bool"
+    if annotation is int:
+        return "int"
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    return "str"
+
+
+def _polars_type(kind: Any) -> pl.DataType:
+    if isinstance(kind, tuple):
+        return pl.List(_polars_type(kind[1]))
+    if isinstance(kind, type):
+        model: type[BaseModel] = kind
+        return pl.Struct({name: _polars_type(_kind(f.annotation)) for name, f in model.model_fields.items()})
+    return {"int": pl.Int64(), "bool": pl.Boolean()}.get(kind, pl.String())
+
+
+#: polars schema of the facts layout (money as exact decimal text, dates as ISO text)
+FACTS_SCHEMA: dict[str, pl.DataType] = {
+    name: _polars_type(_kind(f.annotation)) for name, f in facts_models.Household.model_fields.items()}
+
+
+def _flat_kinds(model: type[BaseModel], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name, f in model.model_fields.items():
+        kind = _kind(f.annotation)
+        if isinstance(kind, type):
+            out.update(_flat_kinds(kind, f"{prefix}{name}."))
+        elif not (isinstance(kind, tuple) and isinstance(kind[1], type)):
+            out[f"{prefix}{name}"] = kind
+    return out
+
+
+_CSV_HOUSEHOLD = _flat_kinds(facts_models.Household)
+_CSV_MEMBER = _flat_kinds(facts_models.Member)
+_TRUE, _FALSE = {"true", "1", "yes", "t", "y"}, {"false", "0", "no", "f", "n"}
+
+
+def _csv_cell(text: str, kind: Any) -> Any:
+    """A CSV cell by the fact's type; a cell that does not parse is passed on as text, so the
+    intake reports it with its column."""
+    if isinstance(kind, tuple):
+        return [part.strip() for part in text.split(";") if part.strip()]
+    if kind == "int":
+        try:
+            return int(text)
+        except ValueError:
+            return text
+    if kind == "bool":
+        low = text.strip().lower()
+        return True if low in _TRUE else False if low in _FALSE else text
+    return text
+
+
+def _set(target: dict[str, Any], path: str, value: Any) -> None:
+    *parents, last = path.split(".")
+    for part in parents:
+        target = target.setdefault(part, {})
+    target[last] = value
+
+
+def _csv_facts(row: dict[str, str], kinds: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for column, text in row.items():
+        if column is None or text is None or text == "" or column == "_household_id":
+            continue
+        _set(out, column, _csv_cell(text, kinds.get(column, "str")))
+    return out
+
+
+def _drop_nulls(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _drop_nulls(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_drop_nulls(v) for v in value]
+    return value
+
+
+# ------------------------------------------------------------------------------------------------
+# Reading
+# ------------------------------------------------------------------------------------------------
+
+_Raw = tuple[int, str | None, Any]  # row number, id (None: use the row number), facts or an error
+
+
+def _jsonl_rows(path: Path) -> Iterator[_Raw]:
+    with open(path, encoding="utf-8") as handle:
+        for number, line in enumerate(handle, 1):
+            if not line.strip():
+                continue
+            try:
+                data = json.loads(line, parse_float=Decimal)
+            except json.JSONDecodeError as exc:
+                yield number, None, RowError(number, "", f"not JSON: {exc.msg} (column {exc.colno})")
+                continue
+            if not isinstance(data, dict):
+                yield number, None, RowError(number, "", f"expected an object, not {type(data).__name__}")
+                continue
+            hid = data.get("household_id")
+            yield number, str(hid) if hid is not None else None, data
+
+
+def _is_facts_layout(schema: pl.Schema) -> bool:
+    if not set(schema.names()) <= _HOUSEHOLD_KEYS:
+        return False
+    members = schema.get("members")
+    if isinstance(members, pl.List) and isinstance(members.inner, pl.Struct):
+        return {f.name for f in members.inner.fields} <= _MEMBER_KEYS
+    return True
+
+
+def _parquet_rows(path: Path, engine: Any, clean: bool = True, chunk_size: int = 50_000) -> Iterator[_Raw]:
+    schema = pl.read_parquet_schema(path)
+    facts_layout = _is_facts_layout(pl.Schema(schema))
+    if not facts_layout and engine is None:
+        raise ValueError(f"{path}: a Parquet file in the population layout (input-name columns) needs "
+                         "the policy to be read as facts")
+    if not facts_layout:
+        from .vector import _to_facts
+    number = 0
+    for frame in pl.scan_parquet(path).collect_batches(chunk_size=chunk_size):
+        for row in frame.iter_rows(named=True):
+            number += 1
+            hid = row.get("household_id")
+            if facts_layout:  # the intake reads a null like an absent key: cleaning is for read_facts
+                facts = _drop_nulls(row) if clean else row
+            else:
+                facts = _to_facts(engine.policy, row, "household")
+            if not facts_layout and hid is not None:
+                facts["household_id"] = hid
+            yield number, str(hid) if hid is not None else None, facts
+
+
+def members_path(path: Path) -> Path:
+    """The optional members table of a CSV household table: ``NAME.members.csv`` beside ``NAME.csv``."""
+    return path.with_name(path.stem + ".members.csv")
+
+
+def _csv_rows(path: Path) -> Iterator[_Raw]:
+    members: dict[str, list[dict[str, Any]]] = {}
+    mpath = members_path(path)
+    if mpath.exists():
+        with open(mpath, encoding="utf-8", newline="") as handle:
+            for row in csv.DictReader(handle):
+                hid = row.get("household_id")
+                if hid:
+                    members.setdefault(hid, []).append(
+                        _csv_facts({k: v for k, v in row.items() if k != "household_id"}, _CSV_MEMBER))
+    with open(path, encoding="utf-8", newline="") as handle:
+        for number, row in enumerate(csv.DictReader(handle), 1):
+            facts = _csv_facts(row, _CSV_HOUSEHOLD)
+            hid = row.get("household_id") or None
+            if mpath.exists():
+                facts["members"] = members.get(hid, []) if hid else []
+            yield number, hid, facts
+
+
+def _raw_rows(path: str | os.PathLike[str], engine: Any = None, clean: bool = True) -> Iterator[_Raw]:
+    p = Path(path)
+    kind = format_of(p)
+    if not p.is_file():
+        raise FileNotFoundError(f"{p}: no such file")
+    if kind == "jsonl":
+        return _jsonl_rows(p)
+    if kind == "parquet":
+        return _parquet_rows(p, engine, clean)
+    return _csv_rows(p)
+
+
+def read_facts(path: str | os.PathLike[str], engine: Any = None) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Yield ``(household id, facts dict)`` for every household of a JSON Lines, Parquet or CSV file.
+
+    The id is the row's ``household_id``, else its row number. A line that is not a JSON object
+    raises ``FactsError`` (naming the row); facts are not checked here (``read_batches`` and
+    ``Engine.decide`` check them). ``engine`` is needed only for Parquet in the population layout.
+    """
+    for number, hid, facts in _raw_rows(path, engine):
+        if isinstance(facts, RowError):
+            raise FactsError([make("PE401", str(facts), path=f"[{number}]")])
+        yield (hid if hid is not None else str(number)), facts
+
+
+def _errors_of(number: int, hid: str | None, exc: FactsError) -> list[RowError]:
+    out = []
+    for d in exc.diagnostics:
+        column = d.path or ""
+        message = d.message
+        if column and message.startswith(column + ": "):
+            message = message[len(column) + 2:]
+        out.append(RowError(number, column, message, hid))
+    return out
+
+
+def _frame(engine: Any, read: list[tuple[dict[str, Any], list[dict[str, Any]] | None]]) -> pl.DataFrame:
+    """The population layout for facts already read by the intake (as ``facts_to_population``)."""
+    from .vector import _dtype, _scale_of
+
+    policy = engine.policy
+    columns: list[pl.Series] = []
+    for node in policy.inputs:
+        if node.entity != "household":
+            continue
+        values = [r[0].get(node.name) for r in read]
+        scale = _scale_of(values) if node.type in ("money", "decimal") else 0
+        if node.type == "list":
+            values = [list(v) if v is not None else None for v in values]
+        columns.append(pl.Series(node.name, values, dtype=_dtype(node, scale)))
+    member_nodes = [n for n in policy.inputs if n.entity == "member"]
+    flat = [row for r in read for row in (r[1] or ())]
+    fields: list[pl.Series] = []
+    for node in member_nodes:
+        values = [row.get(node.name) for row in flat]
+        scale = _scale_of(values) if node.type in ("money", "decimal") else 0
+        if node.type == "list":
+            values = [list(v) if v is not None else None for v in values]
+        fields.append(pl.Series(node.name, values, dtype=_dtype(node, scale)))
+    if not fields:
+        fields.append(pl.Series("_member", [True] * len(flat), dtype=pl.Boolean))
+    structs = pl.DataFrame(fields).select(pl.struct([s.name for s in fields]).alias("m"))["m"]
+    lengths = [len(r[1]) if r[1] is not None else 0 for r in read]
+    given = [r[1] is not None for r in read]
+    dtype = pl.List(structs.dtype)
+    counts = pl.Series(lengths, dtype=pl.Int64)
+    lists = _split(structs, counts, dtype)
+    lists = pl.select(pl.when(pl.Series(given, dtype=pl.Boolean)).then(pl.lit(lists)).otherwise(None)
+                      .alias("members")).to_series()
+    columns.append(lists.cast(dtype))
+    return pl.DataFrame(columns)
+
+
+def _split(values: pl.Series, counts: pl.Series, dtype: pl.DataType) -> pl.Series:
+    """``values`` cut into consecutive lists of ``counts`` items."""
+    if len(counts) == 0:
+        return pl.Series("members", [], dtype=dtype)
+    owner = pl.Series(range(len(counts)), dtype=pl.Int64).repeat_by(counts).explode().drop_nulls()
+    frame = pl.DataFrame({"_h": owner, "m": values}) if len(values) else pl.DataFrame(
+        {"_h": pl.Series([], dtype=pl.Int64), "m": pl.Series([], dtype=values.dtype)})
+    grouped = frame.group_by("_h", maintain_order=True).agg("m")
+    full = (pl.DataFrame({"_h": pl.Series(range(len(counts)), dtype=pl.Int64)})
+            .join(grouped, on="_h", how="left", maintain_order="left"))
+    return full.select(pl.col("m").fill_null(pl.lit([], dtype=dtype)).alias("members"))["members"]
+
+
+def read_batches(path: str | os.PathLike[str], engine: Any, chunk_size: int = 100_000,
+                 errors: list[RowError] | None = None) -> Iterator[pl.DataFrame]:
+    """Stream a population file as frames of at most ``chunk_size`` households in the layout of
+    docs/population.md, plus ``household_id`` (text) and ``row`` (1-based row number) columns.
+
+    Every row is checked with the scalar intake (as ``Engine.decide`` checks facts); a malformed
+    row (wrong type, unknown enum value, negative money, a line that is not JSON) is left out and
+    each of its bad fields is appended to ``errors`` as a :class:`RowError`.
+    """
+    if chunk_size < 1:
+        raise ValueError("chunk_size must be at least 1")
+    sink = errors if errors is not None else []
+    inputs = engine.policy.inputs
+    ids: list[str] = []
+    rows: list[int] = []
+    read: list[tuple[dict[str, Any], list[dict[str, Any]] | None]] = []
+
+    def flush() -> pl.DataFrame:
+        frame = _frame(engine, read).with_columns(
+            pl.Series(ID_COLUMN, ids, dtype=pl.String), pl.Series(ROW_COLUMN, rows, dtype=pl.Int64))
+        ids.clear()
+        rows.clear()
+        read.clear()
+        return frame
+
+    for number, hid, facts in _raw_rows(path, engine, clean=False):
+        if isinstance(facts, RowError):
+            sink.append(facts)
+            continue
+        try:
+            read.append(_intake(inputs, facts, "household"))
+        except FactsError as exc:
+            sink.extend(_errors_of(number, hid, exc))
+            continue
+        ids.append(hid if hid is not None else str(number))
+        rows.append(number)
+        if len(read) >= chunk_size:
+            yield flush()
+    if read:
+        yield flush()
+
+
+def count_rows(path: str | os.PathLike[str]) -> int | None:
+    """Households in the file (cheap: Parquet metadata, or counting lines); None if unknown."""
+    p = Path(path)
+    kind = format_of(p)
+    if kind == "parquet":
+        return int(pl.scan_parquet(p).select(pl.len()).collect().item())
+    count = 0
+    with open(p, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            count += block.count(b"\n")
+    return max(count - 1, 0) if kind == "csv" else count
+
+
+def replay(engine: Any, path: str | os.PathLike[str], row_number: int, as_of: dt.date | str,
+           decisions: list[str] | None = None) -> Any:
+    """The scalar ``Engine.decide`` Decision of row ``row_number`` (1-based) of a population file:
+    re-decides one screened row to explain it (``decision.explain()``)."""
+    for number, _hid, facts in _raw_rows(path, engine):
+        if number == row_number:
+            if isinstance(facts, RowError):
+                raise FactsError([make("PE401", str(facts), path=f"[{number}]")])
+            return engine.decide(facts, as_of, decisions=decisions)
+        if number > row_number:
+            break
+    raise IndexError(f"{os.fspath(path)} has no row {row_number}")
+
+
+# ------------------------------------------------------------------------------------------------
+# Synthetic households
+# ------------------------------------------------------------------------------------------------
+
+REFERENCE_DATE = dt.date(2023, 7, 1)
+
+#: province -> (GB/T 2260 county codes used, rural share, monthly wage scale in yuan)
+PROVINCES: dict[str, tuple[tuple[str, ...], float, float]] = {
+    "anhui": (("340321", "340302", "341621"), 0.62, 1.0),
+    "hebei": (("130821", "130802", "130826"), 0.60, 1.0),
+    "hunan": (("430603", "430621", "430681"), 0.55, 1.05),
+    "shaanxi": (("610702", "610721", "610723"), 0.58, 0.95),
+    "national": (("110101", "320102", "440104", "510104", "620102"), 0.5, 1.1),
+}
+_KINDS = ["physical", "visual", "hearing", "speech", "intellectual", "psychiatric", "multiple"]
+
+
+def _money(x: float) -> str:
+    return f"{max(x, 0.0):.2f}"
+
+
+def _birth(rng: random.Random, age: int) -> str:
+    return (REFERENCE_DATE - dt.timedelta(days=int(365.25 * age) + rng.randint(0, 364))).isoformat()
+
+
+def _member(rng: random.Random, index: int, relation: str, age: int, wage_scale: float) -> dict[str, Any]:
+    frail = 0.03 + (0.12 if age >= 65 else 0.0)
+    m: dict[str, Any] = {"member_id": f"m{index}", "relation": relation, "birth_date": _birth(rng, age),
+                         "hukou_local": rng.random() < 0.93, "lives_in_institution": False}
+    if not m["hukou_local"]:
+        m["residence_permit"] = rng.random() < 0.5
+    grade = 0
+    if rng.random() < frail:
+        grade = rng.choice([1, 2, 2, 3, 3, 4])
+        m["disability_kind"] = rng.choice(_KINDS)
+    m["disability_grade"] = grade
+    m["serious_illness"] = rng.random() < frail * 0.6
+    m["received_major_illness_medical_aid"] = m["serious_illness"] and rng.random() < 0.4
+    adl = 0
+    if grade in (1, 2) or age >= 75 or m["serious_illness"]:
+        adl = rng.randint(0, 6) if rng.random() < 0.6 else 0
+    m["adl_failed"] = adl
+    able = 18 <= age < 60 and grade not in (1, 2) and adl <= 3 and not m["serious_illness"]
+    m["able_to_work"] = able
+    m["has_able_supporter"] = rng.random() < (0.85 if age >= 60 else 0.97 if age >= 18 else 0.995)
+    if age < 6:
+        m["schooling"], m["employment"] = ("preschool" if age >= 3 else "none"), "student"
+    elif age < 18:
+        m["schooling"] = "primary" if age < 12 else ("junior_secondary" if age < 15 else "senior_secondary")
+        m["employment"] = "student"
+    elif age >= 60:
+        m["employment"] = "retired"
+    elif not able:
+        m["employment"] = "unable_to_work"
+    income: dict[str, str] = {k: "0" for k in (
+        "wages", "business_gross", "business_costs", "productive_asset_depreciation", "property_net",
+        "transfer_net", "other_counted", "income_tax_paid", "social_insurance_contributions")}
+    if able:
+        r = rng.random()
+        if r < 0.72:  # wages: lognormal, heavy right tail
+            wages = rng.lognormvariate(8.0, 0.7) * wage_scale
+            income["wages"] = _money(wages)
+            income["social_insurance_contributions"] = _money(wages * 0.03)
+            if wages > 5000:
+                income["income_tax_paid"] = _money((wages - 5000) * 0.03)
+            m["employment"] = rng.choice(["employed", "employed", "flexible"])
+        elif r < 0.93:
+            gross = rng.lognormvariate(7.2, 0.9) * wage_scale
+            income["business_gross"] = _money(gross)
+            income["business_costs"] = _money(gross * rng.uniform(0.2, 0.5))
+            m["employment"] = "farming"
+        else:
+            m["employment"] = "unemployed"
+    if age >= 60 and rng.random() < 0.6:  # pensions and support from children, heavy tail
+        income["transfer_net"] = _money(rng.lognormvariate(7.4, 0.7))
+    elif rng.random() < 0.12:
+        income["transfer_net"] = _money(rng.lognormvariate(5.0, 0.8))
+    if rng.random() < 0.05:
+        income["property_net"] = _money(rng.lognormvariate(4.5, 1.0))
+    if age >= 60:
+        income["basic_pension_central"] = "143"
+        if age >= 80:
+            income["old_age_allowance"] = "50"
+    if grade:
+        income["social_assistance_received"] = "90"
+    m["income"] = income
+    return m
+
+
+def synth_household(rng: random.Random, index: int, province: str) -> dict[str, Any]:
+    """One household: 1-6 members, ages, disability, illness, incomes (lognormal), assets."""
+    codes, rural_share, wage_scale = PROVINCES[province]
+    size = rng.choices([1, 2, 3, 4, 5, 6], weights=[18, 28, 24, 16, 9, 5])[0]
+    head_age = rng.randint(60, 92) if size == 1 and rng.random() < 0.5 else rng.randint(25, 75)
+    members = [_member(rng, 1, "head", head_age, wage_scale)]
+    for i in range(2, size + 1):
+        rel = rng.choice(["spouse", "child", "child", "parent", "grandchild"] if i > 2 else ["spouse", "child"])
+        age = {"spouse": max(18, head_age + rng.randint(-6, 6)), "child": rng.randint(0, max(0, head_age - 18)),
+               "parent": min(100, head_age + rng.randint(20, 32)), "grandchild": rng.randint(0, 14)}[rel]
+        members.append(_member(rng, i, rel, age, wage_scale))
+    wealth = rng.lognormvariate(0.0, 0.9)
+    vehicles = 0 if rng.random() < 0.8 else rng.choice([1, 1, 2])
+    assets: dict[str, Any] = {
+        "cash": _money(rng.lognormvariate(6.0, 0.8)),
+        "deposits": _money(rng.lognormvariate(9.0, 1.4) * wealth),
+        "securities": "0" if rng.random() < 0.9 else _money(rng.lognormvariate(9.0, 1.2) * wealth),
+        "vehicle_count": vehicles,
+        "extra_real_estate_count": 0 if rng.random() < 0.94 else 1,
+        "registered_business": rng.random() < 0.04,
+    }
+    if vehicles:
+        assets["vehicle_value"] = _money(rng.lognormvariate(10.5, 0.7))
+    receiving_dibao = rng.random() < 0.06
+    benefits: dict[str, Any] = {"receiving_dibao": receiving_dibao, "receiving_marginal": rng.random() < 0.03,
+                                "receiving_tekun": size <= 2 and rng.random() < 0.05}
+    if receiving_dibao:
+        benefits["dibao_since"] = _birth(rng, rng.randint(1, 6))
+        benefits["dibao_coverage"] = "whole_household"
+        benefits["dibao_monthly_amount"] = _money(rng.uniform(200, 1500))
+        benefits["last_reviewed_on"] = (REFERENCE_DATE - dt.timedelta(days=rng.randint(20, 300))).isoformat()
+        benefits["months_since_income_exceeded"] = rng.randint(0, 9)
+        benefits["income_rose_from_employment"] = rng.random() < 0.6
+    schooling = any("schooling" in m for m in members)
+    f: dict[str, Any] = {
+        "household_id": f"{province[:2].upper()}-{index:08d}",
+        "jurisdiction_code": rng.choice(codes),
+        "area_type": "rural" if rng.random() < rural_share else "urban",
+        "members": members,
+        "rigid_expenditure": {"medical": _money(rng.lognormvariate(4.5, 1.3)),
+                              "education": _money(rng.lognormvariate(4.0, 0.7)) if schooling else "0"},
+        "assets": assets,
+        "monitoring_categories": [rng.choice(["unstable_ex_poor", "marginal_at_risk"])] if rng.random() < 0.08 else [],
+        "current_benefits": benefits,
+    }
+    if province == "anhui":
+        f["region"] = "north" if rng.random() < 0.6 else "south"
+    if province == "shaanxi":
+        f["assessment"] = {"dibao_tier": rng.choice(["A", "B", "C", "C", "D", "E"])}
+    if rng.random() < 0.08:
+        occurred = REFERENCE_DATE - dt.timedelta(days=rng.randint(5, 120))
+        kind = rng.choice(["emergency", "expenditure"])
+        h: dict[str, Any] = {
+            "kind": kind, "occurred_on": occurred.isoformat(),
+            "applied_on": (occurred + dt.timedelta(days=rng.randint(1, 30))).isoformat(),
+            "occurred_in_jurisdiction": rng.random() < 0.9, "during_epidemic_or_disaster": rng.random() < 0.05,
+            "applying_for_dibao_or_tekun": rng.random() < 0.4,
+            "still_in_hardship_after_specialised_assistance": rng.random() < 0.6,
+            "applications_this_year": rng.randint(1, 2),
+            "amount_requested": _money(rng.choice([1000, 2000, 3000, 5000, 8000])),
+            "income_12_months": _money(rng.lognormvariate(9.6, 0.7) * size ** 0.7),
+        }
+        if kind == "emergency":
+            h["cause"] = rng.choice(["fire", "traffic_accident", "sudden_illness", "disaster", "other"])
+        else:
+            h["cause"] = rng.choice(["medical", "medical", "education", "other"])
+            h["expenditure_12_months"] = _money(rng.lognormvariate(9.3, 0.8))
+            h["medical_out_of_pocket_12_months"] = _money(rng.lognormvariate(9.0, 0.9))
+            h["education_expenditure_12_months"] = _money(rng.lognormvariate(7.5, 0.8))
+        f["hardship"] = h
+    return f
+
+
+def synth_households(n: int, province: str, seed: int) -> Iterator[dict[str, Any]]:
+    """``n`` households of ``province`` from ``random.Random(seed)``: the same seed gives the same
+    households (no clock: ages are relative to REFERENCE_DATE, 2023-07-01)."""
+    if province not in PROVINCES:
+        raise ValueError(f"unknown province {province!r}: one of {', '.join(PROVINCES)}")
+    rng = random.Random(seed)
+    for i in range(n):
+        yield synth_household(rng, i + 1, province)
+
+
+def write_synth(out: str | os.PathLike[str], n: int, province: str, seed: int, chunk_size: int = 50_000) -> int:
+    """Write ``n`` synthetic households to ``out`` (JSON Lines or Parquet in the facts layout)."""
+    kind = format_of(out)
+    households = synth_households(n, province, seed)
+    if kind == "jsonl":
+        with open(out, "w", encoding="utf-8", newline="\n") as handle:
+            for f in households:
+                handle.write(json.dumps(f, ensure_ascii=False, separators=(",", ":")))
+                handle.write("\n")
+        return n
+    if kind != "parquet":
+        raise ValueError(f"{os.fspath(out)}: synth writes .jsonl or .parquet")
+    with tempfile.TemporaryDirectory(dir=Path(out).parent) as tmp:
+        parts: list[str] = []
+        lines: list[str] = []
+        for f in households:
+            lines.append(json.dumps(f, ensure_ascii=False, separators=(",", ":")))
+            if len(lines) >= chunk_size:
+                parts.append(_write_part(tmp, len(parts), lines))
+                lines = []
+        if lines or not parts:
+            parts.append(_write_part(tmp, len(parts), lines))
+        pl.concat([pl.scan_parquet(p) for p in parts]).sink_parquet(Path(out))
+    return n
+
+
+def _write_part(tmp: str, index: int, lines: list[str]) -> str:
+    """One chunk of facts (JSON lines) as Parquet in the facts layout, read by polars' JSON reader."""
+    path = os.path.join(tmp, f"part-{index:05d}.parquet")
+    data = ("\n".join(lines) + "\n").encode("utf-8") if lines else b""
+    frame = pl.read_ndjson(io.BytesIO(data), schema=FACTS_SCHEMA) if lines else pl.DataFrame(
+        schema=FACTS_SCHEMA)
+    frame.write_parquet(path)
+    return path
+
+
+# ------------------------------------------------------------------------------------------------
+# Screening
+# ------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ScreenResult:
+    households: int = 0
+    counts: dict[str, Counter[str]] = field(default_factory=dict)
+    errors: list[RowError] = field(default_factory=list)
+    fallback_rows: int = 0
+    elapsed: float = 0.0
+    eligible: dict[str, set[str]] = field(default_factory=dict)  # decision -> ids decided eligible
+    decided: dict[str, set[str]] = field(default_factory=dict)  # decision -> ids decided (either way)
+    ids: set[str] = field(default_factory=set)
+
+    @property
+    def per_second(self) -> float:
+        return self.households / self.elapsed if self.elapsed else 0.0
+
+
+def _jsonl_frame(frame: pl.DataFrame) -> pl.DataFrame:
+    """Decimal columns as exact decimal text, dates as ISO text (for JSON Lines)."""
+    return frame.with_columns([pl.col(name).cast(pl.String) for name, dtype in frame.schema.items()
+                               if isinstance(dtype, (pl.Decimal, pl.Date))])
+
+
+_ROSTER_DECISIONS = ("dibao", "tekun")
+
+
+def screen(engine: Any, input_path: str | os.PathLike[str], out: str | os.PathLike[str],
+           as_of: dt.date | str, decisions: list[str] | None = None, chunk_size: int = 100_000,
+           progress: Callable[[int], None] | None = None, keep_ids: bool = False) -> ScreenResult:
+    """Decide every household of ``input_path`` with ``decide_batch`` and write ``out``."""
+    from .vector import decide_batch
+
+    out_kind = format_of(out)
+    if out_kind == "csv":
+        raise ValueError("screen writes .parquet or .jsonl")
+    result = ScreenResult()
+    start = time.perf_counter()
+    with contextlib.ExitStack() as stack:
+        tmp = stack.enter_context(tempfile.TemporaryDirectory(dir=Path(out).parent)) \
+            if out_kind == "parquet" else None
+        handle = stack.enter_context(open(out, "w", encoding="utf-8", newline="\n")) \
+            if out_kind == "jsonl" else None
+        parts: list[str] = []
+        for frame in read_batches(input_path, engine, chunk_size, result.errors):
+            decided = decide_batch(engine, frame, as_of, decisions=decisions)
+            table = pl.concat([frame.select(ID_COLUMN, ROW_COLUMN), decided], how="horizontal")
+            result.households += table.height
+            result.fallback_rows += int(table["_fallback"].sum())
+            for column in table.columns:
+                if column.endswith(".status"):
+                    did = column[: -len(".status")]
+                    result.counts.setdefault(did, Counter()).update(
+                        dict(table[column].value_counts().iter_rows()))
+                    if keep_ids and did in _ROSTER_DECISIONS and f"{did}.eligible" in table.columns:
+                        ok = table.filter(pl.col(column) == "decided")
+                        result.decided.setdefault(did, set()).update(ok[ID_COLUMN].to_list())
+                        result.eligible.setdefault(did, set()).update(
+                            ok.filter(pl.col(f"{did}.eligible").fill_null(False))[ID_COLUMN].to_list())
+            if keep_ids:
+                result.ids.update(table[ID_COLUMN].to_list())
+            if handle is not None:
+                handle.write(_jsonl_frame(table).write_ndjson())
+            else:
+                assert tmp is not None
+                parts.append(os.path.join(tmp, f"part-{len(parts):05d}.parquet"))
+                table.write_parquet(parts[-1])
+            if progress is not None:
+                progress(table.height)
+        if tmp is not None:
+            if parts:
+                pl.concat([pl.scan_parquet(p) for p in parts], how="vertical_relaxed").sink_parquet(Path(out))
+            else:
+                pl.DataFrame({ID_COLUMN: pl.Series([], dtype=pl.String)}).write_parquet(Path(out))
+    result.elapsed = time.perf_counter() - start
+    return result
+
+
+# ------------------------------------------------------------------------------------------------
+# Roster of current recipients
+# ------------------------------------------------------------------------------------------------
+
+_BENEFITS = {"dibao": "dibao", "低保": "dibao", "tekun": "tekun", "特困": "tekun"}
+
+
+def read_roster(path: str | os.PathLike[str]) -> list[tuple[str, str]]:
+    """``(household id, benefit)`` pairs: one id a line, or CSV with a ``household_id`` header and
+    an optional ``benefit`` column (``dibao``/``低保`` or ``tekun``/``特困``; default dibao)."""
+    entries: list[tuple[str, str]] = []
+    with open(path, encoding="utf-8-sig", newline="") as handle:
+        lines = handle.read().splitlines()
+    if lines and "household_id" in [c.strip() for c in lines[0].split(",")]:
+        for row in csv.DictReader(lines):
+            hid = (row.get("household_id") or "").strip()
+            if hid:
+                benefit = (row.get("benefit") or "dibao").strip()
+                entries.append((hid, _BENEFITS.get(benefit, benefit)))
+    else:
+        entries = [(line.strip(), "dibao") for line in lines if line.strip() and not line.startswith("#")]
+    return entries
+
+
+def roster_check(result: ScreenResult, roster: list[tuple[str, str]], engine: Any) -> dict[str, Any]:
+    """应享未享, 违规享受 and 重复享受 from a screen (run with ``keep_ids=True``) and a roster."""
+    counts = Counter(roster)
+    on_dibao = {hid for hid, b in roster if b == "dibao"}
+    on_tekun = {hid for hid, b in roster if b == "tekun"}
+    eligible = result.eligible.get("dibao", set())
+    decided = result.decided.get("dibao", set())
+    not_receiving = sorted(eligible - on_dibao)
+    improper = sorted(hid for hid in on_dibao if hid in decided and hid not in eligible)
+    undetermined = sorted(hid for hid in on_dibao if hid in result.ids and hid not in decided)
+    unknown = sorted({hid for hid, _ in roster} - result.ids)
+    duplicates = {hid for (hid, _b), n in counts.items() if n > 1}
+    defines_both = {"dibao", "tekun"} <= set(engine.decision_ids("household"))
+    if defines_both:
+        duplicates |= on_dibao & on_tekun
+    dup = sorted(duplicates)
+    return {
+        "应享未享": {"description": "eligible for dibao (decided) but not on the roster",
+                     "count": len(not_receiving), "ids": not_receiving},
+        "违规享受": {"description": "on the dibao roster but decided not eligible",
+                     "count": len(improper), "ids": improper},
+        "重复享受": {"description": "on the roster twice for the same benefit"
+                     + (", or receiving both dibao and tekun" if defines_both else ""),
+                     "count": len(dup), "ids": dup},
+        "undetermined": {"description": "on the dibao roster, but dibao needs information", "count": len(undetermined), "ids": undetermined},
+        "not_in_population": {"description": "on the roster but not in the screened file",
+                              "count": len(unknown), "ids": unknown},
+    }
+
+
+def diagnostics_of(errors: list[RowError]) -> list[Diagnostic]:
+    return [make("PE401", f"row {e.row}: {e.column}: {e.message}", path=f"[{e.row}].{e.column}") for e in errors]

@@ -1,0 +1,200 @@
+"""Population plumbing: reading files, synthetic households, ``screen`` and the roster check."""
+
+from __future__ import annotations
+
+import json
+import random
+import subprocess
+import sys
+from decimal import Decimal
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+import policy_engine as pe
+from policy_engine import population as P
+from policy_engine.cli import main
+from policy_engine.facts import Household
+
+ROOT = Path(__file__).resolve().parents[1]
+AS_OF = "2023-07-01"
+
+
+@pytest.fixture(scope="module")
+def anhui() -> pe.Engine:
+    return pe.load(ROOT / "policies" / "anhui")
+
+
+@pytest.fixture(scope="module")
+def synth_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("pop") / "anhui.jsonl"
+    P.write_synth(path, 2000, "anhui", seed=11)
+    return path
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "policy_engine", *args], capture_output=True, text=True,
+                          cwd=ROOT, timeout=120, check=False)
+
+
+def test_read_facts_round_trip(tmp_path: Path) -> None:
+    households = list(P.synth_households(30, "hunan", seed=3))
+    households[4].pop("household_id")
+    path = tmp_path / "h.jsonl"
+    path.write_text("".join(json.dumps(h, ensure_ascii=False) + "\n" for h in households), encoding="utf-8")
+    read = list(P.read_facts(path))
+    assert [f for _, f in read] == [json.loads(json.dumps(h), parse_float=Decimal) for h in households]
+    assert read[4][0] == "5" and read[0][0] == households[0]["household_id"]
+    # the same households through Parquet (facts layout)
+    P.write_synth(tmp_path / "h.parquet", 30, "hunan", seed=3)
+    parquet = list(P.read_facts(tmp_path / "h.parquet"))
+    jsonl = list(P.synth_households(30, "hunan", seed=3))
+    assert [h for _, h in parquet] == jsonl
+
+
+def test_read_csv_with_members_table(tmp_path: Path, anhui: pe.Engine) -> None:
+    (tmp_path / "h.csv").write_text(
+        "household_id,area_type,assets.deposits,assets.vehicle_count,current_benefits.receiving_dibao\n"
+        "A,rural,1000,0,true\n"
+        "B,urban,-5,0,false\n"
+        "C,rural,,x,false\n", encoding="utf-8")
+    (tmp_path / "h.members.csv").write_text(
+        "household_id,member_id,birth_date,income.wages,disability_grade\n"
+        "A,m1,1960-01-01,300,0\nA,m2,1990-05-05,0,2\nC,m1,1970-01-01,100,0\n", encoding="utf-8")
+    facts = dict(P.read_facts(tmp_path / "h.csv"))
+    assert facts["A"]["assets"] == {"deposits": "1000", "vehicle_count": 0}
+    assert facts["A"]["current_benefits"] == {"receiving_dibao": True}
+    assert facts["A"]["members"][1] == {"member_id": "m2", "birth_date": "1990-05-05",
+                                        "income": {"wages": "0"}, "disability_grade": 2}
+    assert facts["B"]["members"] == []
+    errors: list[P.RowError] = []
+    frames = list(P.read_batches(tmp_path / "h.csv", anhui, 10, errors))
+    assert frames[0][P.ID_COLUMN].to_list() == ["A"]
+    assert [(e.row, e.column) for e in errors] == [(2, "assets.deposits"), (3, "assets.vehicle_count")]
+
+
+def test_synth_is_deterministic_and_valid(tmp_path: Path) -> None:
+    for suffix in ("jsonl", "parquet"):
+        a, b, c = (tmp_path / f"{n}.{suffix}" for n in "abc")
+        P.write_synth(a, 200, "shaanxi", seed=5)
+        P.write_synth(b, 200, "shaanxi", seed=5)
+        P.write_synth(c, 200, "shaanxi", seed=6)
+        assert a.read_bytes() == b.read_bytes()
+        assert a.read_bytes() != c.read_bytes()
+    for province in P.PROVINCES:
+        households = list(P.synth_households(150, province, seed=1))
+        for h in households:
+            Household.model_validate(h)
+        sizes = {len(h["members"]) for h in households}
+        assert sizes <= set(range(1, 7)) and len(sizes) >= 5
+        assert all(("dibao_tier" in h.get("assessment", {})) == (province == "shaanxi") for h in households)
+
+
+def test_screen_equals_decide(tmp_path: Path, anhui: pe.Engine, synth_file: Path) -> None:
+    out = tmp_path / "out.parquet"
+    result = P.screen(anhui, synth_file, out, AS_OF, chunk_size=700)
+    assert result.households == 2000 and not result.errors
+    table = pl.read_parquet(out)
+    assert table.height == 2000 and table["row"].to_list() == list(range(1, 2001))
+    facts = [f for _, f in P.read_facts(synth_file)]
+    for k, i in enumerate(random.Random(2).sample(range(2000), 60)):
+        row = table.row(i, named=True)
+        decision = (P.replay(anhui, synth_file, row["row"], AS_OF) if k < 5
+                    else anhui.decide(facts[row["row"] - 1], AS_OF))
+        for did, outcome in decision.items():
+            assert row[f"{did}.status"] == outcome.status, (i, did)
+            assert row[f"{did}.fired_rows"] == list(outcome.fired_rows)
+            if outcome.status == "decided":
+                for name, value in outcome.outputs.items():
+                    assert row[f"{did}.{name}"] == (list(value) if isinstance(value, tuple) else value), (i, did)
+    # JSON Lines output: money as exact decimal strings
+    P.screen(anhui, synth_file, tmp_path / "out.jsonl", AS_OF, decisions=["dibao"], chunk_size=5000)
+    first = json.loads((tmp_path / "out.jsonl").read_text(encoding="utf-8").splitlines()[0])
+    assert isinstance(first["dibao.amount"], str | None) and "tekun.status" not in first
+    assert first["dibao.amount"] == (None if table["dibao.amount"][0] is None else str(table["dibao.amount"][0]))
+
+
+def test_malformed_rows_reported_rest_decided(tmp_path: Path, anhui: pe.Engine) -> None:
+    lines = [json.dumps(h) for h in P.synth_households(20, "anhui", seed=2)]
+    bad = json.loads(lines[3])
+    bad["assets"]["deposits"] = "-10"
+    lines[3] = json.dumps(bad)
+    bad = json.loads(lines[7])
+    bad["members"][0]["income"]["wages"] = "abc"
+    bad["area_type"] = "suburban"
+    lines[7] = json.dumps(bad)
+    lines[11] = "{not json"
+    path = tmp_path / "bad.jsonl"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    result = P.screen(anhui, path, tmp_path / "o.parquet", AS_OF)
+    assert result.households == 17
+    where = [(e.row, e.column) for e in result.errors]
+    assert (4, "assets.deposits") in where and (12, "") in where
+    assert {(8, "area_type"), (8, "members[0].income.wages")} <= set(where)
+    assert pl.read_parquet(tmp_path / "o.parquet")["row"].to_list() == [
+        n for n in range(1, 21) if n not in (4, 8, 12)]
+
+
+def test_roster_categories(tmp_path: Path, anhui: pe.Engine) -> None:
+    households = [
+        {"household_id": "ok-dibao", "area_type": "rural", "assets": {"deposits": "0", "cash": "0", "securities": "0",
+         "vehicle_count": 0}, "members": [{"member_id": "m1", "birth_date": "1980-01-01", "income": {"wages": "0"}}]},
+        *[h for h in P.synth_households(40, "anhui", seed=9)],
+    ]
+    path = tmp_path / "r.jsonl"
+    path.write_text("".join(json.dumps(h) + "\n" for h in households), encoding="utf-8")
+    result = P.screen(anhui, path, tmp_path / "r.parquet", AS_OF, keep_ids=True)
+    table = pl.read_parquet(tmp_path / "r.parquet")
+    eligible = table.filter(pl.col("dibao.eligible") == True)["household_id"].to_list()
+    not_eligible = table.filter(pl.col("dibao.eligible") == False)["household_id"].to_list()
+    assert len(eligible) >= 2 and not_eligible
+    roster = tmp_path / "roster.csv"
+    roster.write_text("household_id,benefit\n"
+                      f"{eligible[0]},dibao\n{not_eligible[0]},dibao\n{eligible[1]},dibao\n{eligible[1]},特困\n"
+                      f"{eligible[0]},dibao\nghost,dibao\n", encoding="utf-8")
+    report = P.roster_check(result, P.read_roster(roster), anhui)
+    assert report["应享未享"]["ids"] == sorted(set(eligible) - {eligible[0], eligible[1]})
+    assert report["违规享受"]["ids"] == [not_eligible[0]]
+    assert report["重复享受"]["ids"] == sorted({eligible[0], eligible[1]})
+    assert report["not_in_population"]["ids"] == ["ghost"]
+    plain = tmp_path / "roster.txt"
+    plain.write_text(f"{eligible[0]}\n{eligible[0]}\n", encoding="utf-8")
+    assert P.read_roster(plain) == [(eligible[0], "dibao")] * 2
+
+
+def test_cli_exit_codes(tmp_path: Path, synth_file: Path) -> None:
+    out = tmp_path / "s.jsonl"
+    done = _cli("synth", "--households", "50", "--province", "hebei", "--seed", "1", "--out", str(out))
+    assert done.returncode == 0, done.stderr
+    assert len(out.read_text(encoding="utf-8").splitlines()) == 50
+    roster = tmp_path / "roster.txt"
+    roster.write_text("HE-00000001\nHE-00000001\n", encoding="utf-8")
+    result = tmp_path / "res.parquet"
+    done = _cli("screen", str(out), "--policy", "policies/hebei", "--as-of", AS_OF, "--out", str(result),
+                "--roster", str(roster), "--no-progress")
+    assert done.returncode == 0, done.stderr
+    assert "dibao" in done.stdout and "households/s" in done.stdout and "malformed rows: 0" in done.stdout
+    report = json.loads(Path(str(result) + ".roster.json").read_text(encoding="utf-8"))
+    assert report["重复享受"]["ids"] == ["HE-00000001"]
+    # malformed rows still exit 0 and are listed row:column
+    lines = out.read_text(encoding="utf-8").splitlines()
+    lines[2] = lines[2].replace('"area_type":"', '"area_type":"x')
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    done = _cli("screen", str(bad), "--policy", "policies/hebei", "--as-of", AS_OF, "--out", str(tmp_path / "b.jsonl"))
+    assert done.returncode == 0 and "malformed rows: 1" in done.stdout and "3:area_type" in done.stdout
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "package.yaml").write_text("id: [\n", encoding="utf-8")
+    assert _cli("screen", str(out), "--policy", str(broken), "--as-of", AS_OF, "--out",
+                str(tmp_path / "x.jsonl")).returncode == 2
+    assert _cli("screen", str(tmp_path / "missing.jsonl"), "--policy", "policies/hebei", "--as-of", AS_OF,
+                "--out", str(tmp_path / "x.jsonl")).returncode == 3
+    assert main(["screen", str(out), "--policy", str(ROOT / "policies/hebei"), "--as-of", AS_OF, "--out",
+                 str(tmp_path / "x.txt")]) == 3
+    assert _cli("screen", str(out), "--policy", "policies/hebei", "--as-of", AS_OF, "--out",
+                str(tmp_path / "x.jsonl"), "--decisions", "nope").returncode == 3
+    assert main(["synth", "--households", "5", "--province", "mars", "--out", str(tmp_path / "m.jsonl")]) == 3
+    assert main(["screen", str(out), "--policy", str(ROOT / "policies/hebei"), "--as-of", "July", "--out",
+                 str(tmp_path / "x.jsonl")]) == 3
