@@ -23,13 +23,12 @@ import os
 import random
 import tempfile
 import time
-import types
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union, get_args, get_origin
+from typing import Annotated, Any, Literal, get_args, get_origin
 
 import polars as pl
 from pydantic import AfterValidator, BaseModel
@@ -87,17 +86,9 @@ class RowError:
 # ------------------------------------------------------------------------------------------------
 
 
-def _strip(annotation: Any) -> Any:
-    if get_origin(annotation) in (Union, types.UnionType):
-        rest = [a for a in get_args(annotation) if a is not type(None)]
-        if len(rest) == 1:
-            return rest[0]
-    return annotation
-
-
 def _kind(annotation: Any) -> Any:
     """money | signed | int | bool | date | str | ('list', kind) | model class."""
-    annotation = _strip(annotation)
+    annotation = facts_models._strip_optional(annotation)
     if get_origin(annotation) is Annotated:
         base, *meta = get_args(annotation)
         if base is Decimal:
