@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import random
 from decimal import Decimal
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -16,8 +17,15 @@ from hypothesis import strategies as st
 import policy_engine as pe
 from policy_engine import ir
 from policy_engine.diagnostics import FactsError, PolicyError
-from policy_engine.evaluate import Unknown
-from policy_engine.vector import decide_batch, facts_to_population, unsupported
+from policy_engine.evaluate import CONTEXT, ROUNDING_MODES, Unknown
+from policy_engine.vector import (
+    GUARD,
+    V,
+    _divide_rounded,
+    decide_batch,
+    facts_to_population,
+    unsupported,
+)
 from tests.test_hit_policies import build as build_hit_table
 from tests.test_hit_policies import rows_strategy as hit_rows
 
@@ -318,3 +326,58 @@ def test_engine_decide_batch_is_the_vector_evaluator() -> None:
     table = engine.decide_batch(facts, "2023-07-01")
     for row, one in zip(table.iter_rows(named=True), facts):
         assert row["dibao.amount"] == engine.decide(one, "2023-07-01")["dibao"].amount
+
+
+# --- quotients rounded in Int128 -----------------------------------------------------------------
+
+
+def _fixed(value: Decimal) -> tuple[int, int]:
+    exponent = value.as_tuple().exponent
+    assert isinstance(exponent, int)
+    scale = max(0, -exponent)
+    return int(value.scaleb(scale)), scale
+
+
+@st.composite
+def _quotients(draw: Any) -> tuple[Decimal, Decimal, int, str]:
+    k = draw(st.integers(0, 3))
+    divisor = Decimal(draw(st.sampled_from([1, 2, 3, 4, 6, 7, 8, 12, 16, 3000, 9999]))) * draw(
+        st.sampled_from([1, -1])) / Decimal(10) ** draw(st.integers(0, 3))
+    if draw(st.booleans()):  # right at a tie or a boundary of the rounding unit, or one unit off
+        unit = Decimal(1).scaleb(-k)
+        target = Decimal(draw(st.integers(-10**6, 10**6))) * unit + draw(
+            st.sampled_from([Decimal(0), unit / 2])) + draw(st.sampled_from([0, 1, -1])) * Decimal("1e-8")
+        dividend = target * divisor
+    else:
+        dividend = Decimal(draw(st.integers(-10**12, 10**12))).scaleb(-draw(st.integers(0, 4)))
+    mode = draw(st.sampled_from(sorted(ROUNDING_MODES)))
+    return dividend, divisor, k, mode
+
+
+@settings(max_examples=400, deadline=None)
+@given(_quotients())
+def test_a_rounded_quotient_equals_the_scalar_divide_then_quantize(case: tuple[Decimal, Decimal, int, str]) -> None:
+    """The Int128 division with guard digits gives the scalar path's result (34-digit quotient,
+    then quantize) for every rounding mode, or sends the row to the scalar path."""
+    dividend, divisor, k, mode = case
+    (a, sa), (b, sb) = _fixed(dividend), _fixed(divisor)
+    frame = pl.DataFrame({"a": pl.Series([a], dtype=pl.Int128), "b": pl.Series([b], dtype=pl.Int128)})
+    val, fb = _divide_rounded(V("num", pl.col("a"), scale=sa), V("num", pl.col("b"), scale=sb), k, mode)
+    got, fallback = frame.select(val.alias("v"), fb.alias("f")).row(0)
+    expected = CONTEXT.divide(dividend, divisor).quantize(Decimal(1).scaleb(-k), rounding=ROUNDING_MODES[mode],
+                                                          context=CONTEXT)
+    if fallback:  # only a quotient within one guard unit of a rounding boundary may fall back
+        q = Fraction(dividend) / Fraction(divisor)
+        step = Fraction(1, 10 ** k) / (2 if mode.startswith("half") else 1)
+        assert abs(q - round(q / step) * step) <= Fraction(1, 10 ** (k + GUARD))
+        return
+    assert Decimal(got).scaleb(-k) == expected
+
+
+def test_quotients_by_zero_are_null_and_few_rows_fall_back() -> None:
+    frame = pl.DataFrame({"a": pl.Series([100, 5, 10**30], dtype=pl.Int128),
+                          "b": pl.Series([0, 3, 7], dtype=pl.Int128)})
+    val, fb = _divide_rounded(V("num", pl.col("a")), V("num", pl.col("b")), 2, "half_up")
+    out = frame.select(val.alias("v"), fb.alias("f"))
+    assert out["v"].to_list()[:2] == [None, 167]  # 5 / 3 = 1.67; by zero: null
+    assert out["f"].to_list() == [False, False, True]  # 10^30 * 10^8 would not fit: scalar path

@@ -386,6 +386,32 @@ def read_batches(path: str | os.PathLike[str], engine: Any, chunk_size: int = 10
         yield flush()
 
 
+def _chunks(path: str | os.PathLike[str], engine: Any, chunk_size: int, errors: list[RowError]
+            ) -> Iterator[tuple[Any, pl.Series, pl.Series]]:
+    """(population, ids, row numbers) chunk by chunk, for ``screen``.
+
+    Parquet in the facts layout is read column by column (``batch_intake``: polars converts and
+    checks whole columns, ``coerce`` sees only the odd values); other files row by row
+    (``read_batches``). Both accept and refuse exactly what ``Engine.decide`` does.
+    """
+    from .batch_intake import read_chunk
+
+    p = Path(path)
+    if format_of(p) == "parquet" and p.is_file() and _is_facts_layout(pl.Schema(pl.read_parquet_schema(p))):
+        first = 1
+        for frame in pl.scan_parquet(p).collect_batches(chunk_size=chunk_size):
+            chunk = read_chunk(engine.policy, frame, first, ID_COLUMN)
+            for b in chunk.bad:
+                hid = frame[ID_COLUMN][b.position] if ID_COLUMN in frame.columns else None
+                errors.append(RowError(first + b.position, b.column, b.message,
+                                       str(hid) if hid is not None else None))
+            first += frame.height
+            yield chunk.population, chunk.ids, chunk.rows
+        return
+    for frame in read_batches(path, engine, chunk_size, errors):
+        yield frame.drop(ID_COLUMN, ROW_COLUMN), frame[ID_COLUMN], frame[ROW_COLUMN]
+
+
 def count_rows(path: str | os.PathLike[str]) -> int | None:
     """Households in the file (cheap: Parquet metadata, or counting lines); None if unknown."""
     p = Path(path)
@@ -668,9 +694,10 @@ def screen(engine: Any, input_path: str | os.PathLike[str], out: str | os.PathLi
         handle = stack.enter_context(open(out, "w", encoding="utf-8", newline="\n")) \
             if out_kind == "jsonl" else None
         parts: list[str] = []
-        for frame in read_batches(input_path, engine, chunk_size, result.errors):
-            decided = decide_batch(engine, frame, as_of, decisions=decisions)
-            table = pl.concat([frame.select(ID_COLUMN, ROW_COLUMN), decided], how="horizontal")
+        for population, ids, rows in _chunks(input_path, engine, chunk_size, result.errors):
+            decided = decide_batch(engine, population, as_of, decisions=decisions)
+            table = pl.concat([pl.DataFrame([ids.alias(ID_COLUMN), rows.alias(ROW_COLUMN)]), decided],
+                              how="horizontal")
             result.households += table.height
             result.fallback_rows += int(table["_fallback"].sum())
             for column in table.columns:

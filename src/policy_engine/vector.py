@@ -42,7 +42,7 @@ import polars as pl
 
 from . import ir
 from .diagnostics import Diagnostic, FactsError, make
-from .evaluate import CONTEXT, ROUNDING_MODES
+from .evaluate import CONTEXT
 from .intake import _SIGNED_MONEY, as_date, read_facts
 
 I128 = pl.Int128
@@ -50,7 +50,7 @@ I128 = pl.Int128
 MAX_SCALE = 24
 STATUS = ("decided", "needs_information", "not_in_force")
 
-__all__ = ["decide_batch", "facts_to_population", "unsupported"]
+__all__ = ["Split", "decide_batch", "facts_to_population", "unsupported"]
 
 
 # --- values ------------------------------------------------------------------------------------
@@ -66,6 +66,7 @@ class V:
     fb: pl.Expr | None = None  # True where the row must go to the scalar path
     scale: int = 0
     div: tuple[V, V] | None = None  # a quotient not yet materialised
+    labels: tuple[str, ...] = ()  # kind "mask": the row id of each bit
 
 
 def _or(*parts: pl.Expr | None) -> pl.Expr | None:
@@ -235,14 +236,53 @@ class Scope:
         """``v`` rounded to ``k`` decimals as the scalar ``quantize`` does (exactly, for quotients)."""
         if v.div is None:
             return replace(v, val=_round_fixed(v.val, v.scale, k, mode), scale=max(k, 0))
-        quotients, unk, fb = self.divide(v)
-        unit = Decimal(1).scaleb(-k)
-        rounding = ROUNDING_MODES[mode]
-        raw = [None if q is None else int(q.quantize(unit, rounding=rounding, context=CONTEXT).scaleb(k))
-               for q in quotients]
-        name = self.fresh("rq")
-        self.df = self.df.with_columns(pl.Series(f"v:{name}", raw, dtype=I128))
-        return V("num", pl.col(f"v:{name}"), unk, fb, k)
+        a, b = (self.settle(x) for x in v.div)
+        val, fb = _divide_rounded(a, b, k, mode)
+        return V("num", val, _or(a.unk, b.unk), _or(a.fb, b.fb, fb), max(k, 0))
+
+
+#: guard digits kept below the rounding position when a quotient is rounded
+GUARD = 6
+
+
+def _divide_rounded(a: V, b: V, k: int, mode: str) -> tuple[pl.Expr, pl.Expr]:
+    """(a / b rounded to ``k`` decimals, rows to send to the scalar path), in Int128 only.
+
+    The scalar path divides in its 34-digit context and then quantizes. Here the exact quotient
+    is cut to ``k + GUARD`` decimals (floor), a last "sticky" digit records whether anything
+    was cut, and ``_round_fixed`` rounds that: for every mode this is the rounding of the exact
+    quotient. It equals the scalar result unless the 34-digit quotient lies on the other side of
+    a rounding boundary than the exact one, which can only happen when the cut digits are within
+    one unit of a boundary (and something was cut): those rows, and rows whose numbers would not
+    fit in Int128, go to the scalar path. Division by zero is null, as in FEEL.
+    """
+    shift = b.scale + k + GUARD - a.scale  # q * 10^(k+G) = A * 10^shift / B (or A / (B * 10^-shift))
+    num, den = a.val, b.val
+    limit = _lit_int(10 ** max(36 - max(shift, 0), 1))
+    big = ((num.abs() >= limit) | (den.abs() >= _lit_int(10 ** max(36 + min(shift, 0), 1)))).fill_null(False)
+    if shift > 0:
+        num = num * _lit_int(10 ** shift)
+    elif shift < 0:
+        den = den * _lit_int(10 ** -shift)
+    negative = den < 0
+    num = pl.when(negative).then(_lit_int(0) - num).otherwise(num)
+    den = pl.when(negative).then(_lit_int(0) - den).otherwise(den)
+    zero = den == 0
+    safe = pl.when(zero | big).then(_lit_int(1)).otherwise(den)
+    t = num // safe  # floor(q * 10^(k+G))
+    cut = (num - t * safe) != 0
+    sticky = t * _lit_int(10) + cut.cast(I128)
+    rounded = _round_fixed(sticky, k + GUARD + 1, k, mode)
+    r = t % _lit_int(10 ** GUARD)  # the guard digits, 0 <= r < 10^G
+    if mode in ("half_up", "half_even"):
+        half = 5 * 10 ** (GUARD - 1)
+        near = (r == _lit_int(half - 1)) | (r == _lit_int(half))
+    else:
+        near = (r == _lit_int(0)) | (r == _lit_int(10 ** GUARD - 1))
+    too_long = t.abs() >= _lit_int(10 ** 32)  # more than 34 digits: the scalar quotient is rounded
+    fb = (big | (cut & near) | too_long).fill_null(False) & zero.not_().fill_null(True)
+    val = pl.when(zero | big).then(pl.lit(None, dtype=I128)).otherwise(rounded)
+    return val, fb
 
 
 # --- the compiler ------------------------------------------------------------------------------
@@ -492,6 +532,18 @@ class Batch:
                      if st else pl.lit([], dtype=pl.List(pl.String)))
         for v in inputs:
             fb_parts.append(v.fb)
+        bits = [ids[i] for i in st]
+
+        def mask_of(fired_if: dict[int, pl.Expr]) -> V | None:
+            """The fired rows as a bit mask (bit k: the k-th row in force), decoded into row ids by
+            ``_fired_lists`` once per distinct mask: far cheaper than a list per household."""
+            if decision is None or not st or len(st) > 63:
+                return None
+            one, zero = pl.lit(1, dtype=pl.UInt64), pl.lit(0, dtype=pl.UInt64)
+            terms = [pl.when(cond).then(one * (1 << k) if k else one).otherwise(zero)
+                     for k, cond in enumerate(fired_if.values())]
+            return V("mask", pl.when(matched.fill_null(False)).then(pl.sum_horizontal(terms)).otherwise(zero),
+                     labels=tuple(bits))
 
         if hit == "F":
             first = pl.coalesce([pl.when(s != 0).then(pl.lit(i)) for i, s in st.items()]) if st else pl.lit(None, dtype=pl.Int32)
@@ -535,8 +587,9 @@ class Batch:
             if d is not None and d.fb is not None:
                 fb_parts.append(no_match & d.fb)
         if hit in ("C#", "C+", "C<", "C>"):
-            return self._aggregate_hit(scope, table, st, outs, defaults, unknown, matched, n_true,
-                                       fired_expr, fb_parts, decision)
+            values, fired = self._aggregate_hit(scope, table, st, outs, defaults, unknown, matched, n_true,
+                                                fired_expr, fb_parts, decision)
+            return values, mask_of({i: st[i] == 1 for i in st}) or fired
         results = []
         for j in range(n_out):
             choices = [(pick[i], outs[k][j]) for k, i in enumerate(st)]
@@ -559,8 +612,9 @@ class Batch:
                 unk_parts2.append(matched.not_() & unknown.not_() & default.unk)
             kind = kinds[j] if kinds[j] != "any" else chosen.kind
             results.append(V(kind, val, pl.any_horizontal(unk_parts2).fill_null(False), _or(*fb_parts), scale))
-        fired = None
-        if decision is not None and fired_expr is not None:
+        fired = mask_of({i: (first == i).fill_null(False) for i in st} if hit == "F" else
+                        {i: st[i] == 1 for i in st})
+        if fired is None and decision is not None and fired_expr is not None:
             fired = V("list", pl.when(matched.fill_null(False)).then(fired_expr).otherwise(
                 pl.lit([], dtype=pl.List(pl.String))))
         return results, fired
@@ -1089,9 +1143,7 @@ def _num_column(series: pl.Series) -> tuple[pl.Series, int]:
     """A numeric input column as fixed-point Int128 and its scale (exact)."""
     dtype = series.dtype
     if isinstance(dtype, pl.Decimal):
-        scale = dtype.scale or 0
-        out = pl.select((pl.lit(series) * pl.lit(10 ** scale)).cast(I128)).to_series() if scale else series.cast(I128)
-        return out, scale
+        return series.to_physical().cast(I128), dtype.scale or 0
     if dtype.is_integer():
         return series.cast(I128), 0
     if dtype == pl.Null:
@@ -1119,45 +1171,88 @@ def _check(series: pl.Series, node: ir.InputNode, rows: pl.Series, member: pl.Se
         errors.append(make("PE401", f"{where}: {message}", path=where, hint=node.label.en))
 
 
-def _prepare(policy: ir.CompiledPolicy, population: pl.DataFrame, entity: str
+@dataclass(frozen=True)
+class Split:
+    """A population as two tables (docs/population.md, "two tables").
+
+    ``households``: one row per case, a column per household input (by input name), and
+    ``members``: null where the household's members are not given (any other value: given).
+    ``members``: one row per member, ``_hh`` the 0-based position of its household in
+    ``households``, ``_m`` its position among the household's members, a column per member input;
+    None when no household gives members. ``height`` is the number of cases.
+    """
+
+    households: pl.DataFrame
+    members: pl.DataFrame | None
+    height: int
+
+    def rows(self, index: list[int]) -> list[dict[str, Any]]:
+        """The cases at ``index`` as dicts in the one-table layout (members as lists of dicts)."""
+        picked = self.households[index].to_dicts() if self.households.width else [{} for _ in index]
+        if self.members is None or "members" not in self.households.columns:
+            for row in picked:
+                row["members"] = None
+            return picked
+        wanted = pl.Series(index, dtype=pl.Int64)
+        found = self.members.filter(pl.col("_hh").is_in(wanted)).sort("_hh", "_m", maintain_order=True)
+        by_household: dict[int, list[dict[str, Any]]] = {}
+        for m in found.to_dicts():
+            hh = m.pop("_hh")
+            m.pop("_m", None)
+            by_household.setdefault(hh, []).append(m)
+        for i, row in zip(index, picked):
+            row["members"] = by_household.get(i, []) if row.get("members") is not None else None
+        return picked
+
+
+def _input_column(s: pl.Series, node: ir.InputNode, scope: str, scales: dict[tuple[str, str], int]
+                  ) -> pl.Series:
+    if node.type in ir.NUMERIC:
+        s, scales[(scope, node.name)] = _num_column(s)
+    elif node.type == "date" and s.dtype == pl.String:
+        s = s.str.to_date()
+    elif s.dtype == pl.Null:
+        s = s.cast(_dtype(node, 0))
+    return s
+
+
+def _prepare(policy: ir.CompiledPolicy, population: pl.DataFrame | Split, entity: str
              ) -> tuple[pl.DataFrame, pl.DataFrame | None, dict[tuple[str, str], int]]:
     scales: dict[tuple[str, str], int] = {}
     errors: list[Diagnostic] = []
+    table = population.households if isinstance(population, Split) else population
     cols = [pl.Series("_hh", range(population.height), dtype=pl.Int64)]
     for node in policy.inputs:
-        if node.entity != entity or node.name not in population.columns:
+        if node.entity != entity or node.name not in table.columns:
             continue
-        s = population[node.name]
-        if node.type in ir.NUMERIC:
-            s, scales[("entity", node.name)] = _num_column(s)
-        elif node.type == "date" and s.dtype == pl.String:
-            s = s.str.to_date()
-        elif s.dtype == pl.Null:
-            s = s.cast(_dtype(node, 0))
+        s = _input_column(table[node.name], node, "entity", scales)
         _check(s, node, cols[0], None, errors)
         cols.append(s.alias(f"in:{node.name}"))
     members_df = None
-    if entity == "household" and "members" in population.columns:
-        cols.append(population["members"])
-        mem = (pl.DataFrame([cols[0], population["members"]])
-               .filter(pl.col("members").list.len() > 0)
-               .explode("members")
-               .with_columns(_m=pl.int_range(pl.len()).over("_hh")))
-        fields = mem["members"].struct.fields if mem.height else [
-            f.name for f in population.schema["members"].inner.fields]  # type: ignore[attr-defined]
-        unnested = mem["members"].struct.unnest() if mem.height else None
-        mcols = [mem["_hh"]]
+    if entity == "household" and "members" in table.columns:
+        cols.append(table["members"])
+        if isinstance(population, Split):
+            mem = population.members if population.members is not None else pl.DataFrame(
+                {"_hh": pl.Series([], dtype=pl.Int64), "_m": pl.Series([], dtype=pl.Int64)})
+            unnested: pl.DataFrame | None = mem
+            fields = mem.columns
+            owner, position = mem["_hh"], mem["_m"]
+        else:
+            exploded = (pl.DataFrame([cols[0], table["members"]])
+                        .filter(pl.col("members").list.len() > 0)
+                        .explode("members")
+                        .with_columns(_m=pl.int_range(pl.len()).over("_hh")))
+            fields = exploded["members"].struct.fields if exploded.height else [
+                f.name for f in table.schema["members"].inner.fields]  # type: ignore[attr-defined]
+            unnested = exploded["members"].struct.unnest() if exploded.height else None
+            owner, position = exploded["_hh"], exploded["_m"]
+        mcols = [owner]
         for node in policy.inputs:
             if node.entity != "member" or node.name not in fields:
                 continue
             s = unnested[node.name] if unnested is not None else pl.Series(node.name, [], dtype=pl.Null)
-            if node.type in ir.NUMERIC:
-                s, scales[("member", node.name)] = _num_column(s)
-            elif node.type == "date" and s.dtype == pl.String:
-                s = s.str.to_date()
-            elif s.dtype == pl.Null:
-                s = s.cast(_dtype(node, 0))
-            _check(s, node, mem["_hh"], mem["_m"], errors)
+            s = _input_column(s, node, "member", scales)
+            _check(s, node, owner, position, errors)
             mcols.append(s.alias(f"in:{node.name}"))
         members_df = pl.DataFrame(mcols)
     if errors:
@@ -1201,7 +1296,7 @@ def unsupported(engine: Any, as_of: dt.date | str, entity: str = "household") ->
     return reasons
 
 
-def decide_batch(engine: Any, population: pl.DataFrame | Sequence[Any], as_of: dt.date | str,
+def decide_batch(engine: Any, population: pl.DataFrame | Split | Sequence[Any], as_of: dt.date | str,
                  decisions: list[str] | None = None, entity: str = "household") -> pl.DataFrame:
     """Decide every case of ``population`` at once; equal to ``engine.decide`` case by case.
 
@@ -1213,13 +1308,13 @@ def decide_batch(engine: Any, population: pl.DataFrame | Sequence[Any], as_of: d
     """
     day = as_date(as_of)
     facts_list = None
-    if not isinstance(population, pl.DataFrame):
+    if not isinstance(population, (pl.DataFrame, Split)):
         facts_list = list(population)
         population = facts_to_population(engine, facts_list, entity)
     return _run(engine, population, day, entity, decisions, {}, facts_list)
 
 
-def _run(engine: Any, population: pl.DataFrame, day: dt.date, entity: str, decisions: list[str] | None,
+def _run(engine: Any, population: pl.DataFrame | Split, day: dt.date, entity: str, decisions: list[str] | None,
          reasons: dict[str, str], facts_list: list[Any] | None = None) -> pl.DataFrame:
     policy: ir.CompiledPolicy = engine.policy
     wanted = engine.select(entity, decisions)
@@ -1280,6 +1375,8 @@ def _run(engine: Any, population: pl.DataFrame, day: dt.date, entity: str, decis
         fb_expr = pl.any_horizontal(fbs).fill_null(True) if fbs else pl.lit(False)
         frame = batch.h.df.select(status_expr.alias(f"{node.id}.status"), *exprs,
                                   fired_expr.alias(f"{node.id}.fired_rows"), fb_expr.alias("_fb"))
+        if fired is not None and fired.kind == "mask":
+            frame = frame.with_columns(_fired_lists(frame[f"{node.id}.fired_rows"], fired.labels))
         columns.extend(frame[c] for c in frame.columns[:-1])
         fallback = fallback | frame["_fb"]
         per_decision[node.id] = frame["_fb"]
@@ -1290,19 +1387,29 @@ def _run(engine: Any, population: pl.DataFrame, day: dt.date, entity: str, decis
     return result
 
 
+def _fired_lists(masks: pl.Series, labels: tuple[str, ...]) -> pl.Series:
+    """Row-id lists from fired-row bit masks: each distinct mask is decoded once, then gathered."""
+    distinct = masks.unique().sort().to_list()
+    lists = pl.Series([[labels[k] for k in range(len(labels)) if m >> k & 1] for m in distinct],
+                      dtype=pl.List(pl.String))
+    index = masks.replace_strict(distinct, pl.Series(range(len(distinct)), dtype=pl.UInt32))
+    return lists.gather(index).alias(masks.name)
+
+
 def _out_dtype(kind: str, scale: int) -> pl.DataType:
     return {"num": pl.Decimal(38, scale), "int": pl.Int64(), "bool": pl.Boolean(), "date": pl.Date(),
             "str": pl.String(), "list": pl.List(pl.String)}.get(kind, pl.String())
 
 
-def _fallback(engine: Any, population: pl.DataFrame, day: dt.date, entity: str, result: pl.DataFrame,
+def _fallback(engine: Any, population: pl.DataFrame | Split, day: dt.date, entity: str, result: pl.DataFrame,
               specs: list[tuple[ir.DecisionNode, list[tuple[str, str, int]]]],
               facts_list: list[Any] | None, per_decision: dict[str, pl.Series]) -> pl.DataFrame:
     """Decide the rows marked ``_fallback`` with the scalar path and write them into the result."""
     from .evaluate import Unknown
 
     index = result["_fallback"].arg_true().to_list()
-    rows = population[index].to_dicts() if facts_list is None else None
+    rows = (population.rows(index) if isinstance(population, Split) else population[index].to_dicts()) \
+        if facts_list is None else None
     updates: dict[str, list[Any]] = {c: [] for c in result.columns if c != "_fallback"}
     existing = result[index].to_dicts()
     flags = {d: f.gather(index).to_list() for d, f in per_decision.items()}

@@ -1,0 +1,231 @@
+"""Columnar intake for the batch path: households in the facts layout to a split population.
+
+``read_chunk(policy, frame, first_row)`` takes a polars frame of households in the **facts
+layout** (one row per household, a column per top-level ``Household`` field, nested models as
+structs, ``members`` as a list of structs: what ``policy-engine synth`` writes to Parquet) and
+returns the :class:`~policy_engine.vector.Split` population that ``decide_batch`` evaluates,
+with the household ids and row numbers, and every malformed field found.
+
+Every fact is checked as the scalar intake (``intake.coerce``) checks it, so that a row is
+accepted here exactly when ``Engine.decide`` accepts its facts, with the same values. The checks
+are vectorised: a column of the declared type, or text that is a plain decimal / ISO date, is
+converted by polars; only the values that are not (an unknown enum value, a negative amount,
+text such as ``"1e3"`` or ``"abc"``, a value of another type) are handed to ``coerce`` one by
+one, which either reads them (``"1e3"`` is 1000, as in ``decide``) or gives the error message.
+A row with a bad field is left out of the population and each of its bad fields is reported;
+the other rows go on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+import polars as pl
+
+from . import ir
+from .intake import _SIGNED_MONEY, coerce
+
+__all__ = ["BadField", "Chunk", "read_chunk"]
+
+_PLAIN_DECIMAL = r"^\s*[+-]?\d+(\.\d+)?\s*$"
+_PLAIN_INTEGER = r"^\s*-?\d+\s*$"
+_ISO_DATE = r"^\d{4}-\d{2}-\d{2}$"
+
+
+@dataclass(frozen=True)
+class BadField:
+    """One malformed fact: the 0-based position of its household in the chunk, the fact path
+    (``assets.deposits``, ``members[1].income.wages``) and the message ``coerce`` gives."""
+
+    position: int
+    column: str
+    message: str
+
+
+@dataclass
+class Chunk:
+    """A chunk read by :func:`read_chunk`: the accepted households, their ids and row numbers."""
+
+    population: Any  # vector.Split
+    ids: pl.Series
+    rows: pl.Series
+    bad: list[BadField]
+
+
+def _leaf(frame: pl.DataFrame, path: tuple[str, ...]) -> pl.Series | None:
+    """The column at a facts path (``assets.deposits``), or None when the layout has no such field."""
+    if path[0] not in frame.columns:
+        return None
+    series = frame[path[0]]
+    for part in path[1:]:
+        dtype = series.dtype
+        if not isinstance(dtype, pl.Struct) or part not in {f.name for f in dtype.fields}:
+            return None
+        series = series.struct.field(part)
+    return series
+
+
+def _decimal_dtype(values: list[Decimal]) -> pl.Decimal:
+    scale = 0
+    for v in values:
+        exponent = v.as_tuple().exponent
+        if isinstance(exponent, int):
+            scale = max(scale, -exponent)
+    return pl.Decimal(38, scale)
+
+
+def _typed(series: pl.Series, node: ir.InputNode) -> tuple[pl.Series, pl.Series]:
+    """(the values polars converts exactly, a mask of the values it cannot: handed to ``coerce``)."""
+    kind, dtype = node.type, series.dtype
+    given = series.is_not_null()
+    none = pl.Series([False] * len(series), dtype=pl.Boolean)
+    if kind in ("money", "decimal"):
+        odd = none
+        if isinstance(dtype, pl.Decimal):
+            values = series
+        elif dtype.is_integer():
+            values = series.cast(pl.Decimal(38, 0))
+        elif dtype == pl.String:
+            plain = series.str.contains(_PLAIN_DECIMAL).fill_null(False)
+            stripped = series.str.strip_chars()
+            fraction = stripped.filter(plain).str.extract(r"\.(\d+)$").str.len_chars().max()
+            scale = int(fraction) if isinstance(fraction, int) else 0
+            values = pl.select(pl.when(plain).then(stripped)).to_series().cast(pl.Decimal(38, scale), strict=False)
+            odd = given & (plain.not_() | values.is_null())
+        else:  # floats (read by their shortest repr), booleans, anything else: one by one
+            return pl.Series([None] * len(series), dtype=pl.Decimal(38, 0)), given
+        if kind == "money" and node.path[-1] not in _SIGNED_MONEY:
+            odd = odd | (values < 0).fill_null(False)
+        return values, odd
+    if kind == "integer":
+        if dtype.is_integer():
+            return series.cast(pl.Int64), none
+        if dtype == pl.String:
+            plain = series.str.contains(_PLAIN_INTEGER).fill_null(False)
+            values = pl.select(pl.when(plain).then(series.str.strip_chars())).to_series().cast(pl.Int64, strict=False)
+            return values, given & (plain.not_() | values.is_null())
+        return pl.Series([None] * len(series), dtype=pl.Int64), given
+    if kind == "boolean":
+        if dtype == pl.Boolean:
+            return series, none
+        return pl.Series([None] * len(series), dtype=pl.Boolean), given
+    if kind == "date":
+        if dtype == pl.Date:
+            return series, none
+        if isinstance(dtype, pl.Datetime):
+            return series.dt.date(), none
+        if dtype == pl.String:
+            plain = series.str.contains(_ISO_DATE).fill_null(False)
+            values = series.str.to_date("%Y-%m-%d", strict=False)
+            return values, given & (plain.not_() | values.is_null())
+        return pl.Series([None] * len(series), dtype=pl.Date), given
+    if kind in ("enum", "text"):
+        if dtype == pl.String:
+            if kind == "text":
+                return series, none
+            return series, given & series.is_in(list(node.values)).not_().fill_null(False)
+        return pl.Series([None] * len(series), dtype=pl.String), given
+    if kind == "list":
+        if isinstance(dtype, pl.List) and dtype.inner == pl.String:
+            return series, none
+        return pl.Series([None] * len(series), dtype=pl.List(pl.String)), given
+    return series, none  # pragma: no cover - every declared type is handled above
+
+
+def read_column(series: pl.Series, node: ir.InputNode) -> tuple[pl.Series, list[tuple[int, str]]]:
+    """One fact for every row: (the column in the dtype ``decide_batch`` reads, [(index, message)]
+    for the values ``coerce`` refuses; those are null in the column)."""
+    values, odd = _typed(series, node)
+    bad: list[tuple[int, str]] = []
+    if not odd.any():
+        return values.alias(node.name), bad
+    signed = node.path[-1] in _SIGNED_MONEY
+    index = odd.arg_true().to_list()
+    fixed: list[tuple[int, Any]] = []
+    for i in index:
+        try:
+            fixed.append((i, coerce(series[i], node, signed=signed)))
+        except ValueError as exc:
+            bad.append((i, str(exc)))
+    if fixed and node.type in ("money", "decimal"):
+        decimals = [v for _, v in fixed]
+        present = values.drop_nulls()
+        dtype = _decimal_dtype(decimals + ([present.max(), present.min()] if len(present) else []))
+        if isinstance(values.dtype, pl.Decimal) and (values.dtype.scale or 0) > (dtype.scale or 0):
+            dtype = values.dtype
+        values = values.cast(dtype)
+    elif fixed and node.type == "list":
+        values = values.cast(pl.List(pl.String))
+        fixed = [(i, [str(x) for x in v]) for i, v in fixed]
+    # refused values become null (their rows are dropped); read ones take the value coerce gave
+    refused = [i for i, _ in bad]
+    if refused:
+        values = values.scatter(refused, pl.Series([None] * len(refused), dtype=values.dtype))
+    if fixed:
+        values = values.scatter([i for i, _ in fixed], pl.Series([v for _, v in fixed], dtype=values.dtype))
+    return values.alias(node.name), bad
+
+
+def read_chunk(policy: ir.CompiledPolicy, frame: pl.DataFrame, first_row: int,
+               id_column: str = "household_id") -> Chunk:
+    """Households of ``frame`` (facts layout) as a split population; ``first_row`` is the row
+    number of the frame's first row (rows are numbered from 1)."""
+    from .vector import Split
+
+    n = frame.height
+    rows = pl.Series("row", range(first_row, first_row + n), dtype=pl.Int64)
+    ids = (frame[id_column].cast(pl.String) if id_column in frame.columns
+           else pl.Series(id_column, [None] * n, dtype=pl.String))
+    ids = ids.fill_null(rows.cast(pl.String)).alias(id_column)
+    bad: list[BadField] = []
+    columns: list[pl.Series] = []
+    for node in policy.inputs:
+        if node.entity != "household":
+            continue
+        source = _leaf(frame, node.path)
+        if source is None:
+            continue
+        values, errors = read_column(source, node)
+        columns.append(values)
+        bad.extend(BadField(i, ".".join(node.path), message) for i, message in errors)
+    members = None
+    if "members" in frame.columns and isinstance(frame.schema["members"], pl.List):
+        given = frame["members"].is_not_null()
+        columns.append(pl.select(pl.when(pl.lit(given)).then(pl.lit(True))).to_series().alias("members"))
+        lengths = frame["members"].list.len().fill_null(0)
+        exploded = (pl.DataFrame({"_hh": pl.int_range(n, dtype=pl.Int64, eager=True), "m": frame["members"]})
+                    .filter(pl.lit(lengths) > 0).explode("m")
+                    .with_columns(_m=pl.int_range(pl.len(), dtype=pl.Int64).over("_hh")))
+        inner = exploded["m"]
+        mcols = [exploded["_hh"], exploded["_m"]]
+        owner = exploded["_hh"]
+        position = exploded["_m"]
+        unnested = inner.struct.unnest() if isinstance(inner.dtype, pl.Struct) else pl.DataFrame()
+        for node in policy.inputs:
+            if node.entity != "member":
+                continue
+            source = _leaf(unnested, node.path)
+            if source is None:
+                continue
+            values, errors = read_column(source, node)
+            mcols.append(values)
+            bad.extend(BadField(int(owner[i]), f"members[{int(position[i])}].{'.'.join(node.path)}", message)
+                       for i, message in errors)
+        members = pl.DataFrame(mcols)
+    elif "members" in frame.columns:  # members of another shape: every row's members are refused
+        for i in frame["members"].is_not_null().arg_true().to_list():
+            bad.append(BadField(i, "members", "members must be a list"))
+    households = pl.DataFrame(columns)
+    if bad:
+        refused = sorted({b.position for b in bad})
+        keep = pl.Series([True] * n, dtype=pl.Boolean).scatter(refused, False)
+        households = households.filter(keep)
+        ids, rows = ids.filter(keep), rows.filter(keep)
+        if members is not None:
+            kept = pl.int_range(n, dtype=pl.Int64, eager=True).filter(keep)
+            renumber = pl.DataFrame({"_hh": kept, "_new": pl.int_range(len(kept), dtype=pl.Int64, eager=True)})
+            members = members.join(renumber, on="_hh", how="inner", maintain_order="left").drop("_hh").rename(
+                {"_new": "_hh"}).select(members.columns)
+    return Chunk(Split(households, members, len(ids)), ids, rows, bad)
