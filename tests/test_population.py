@@ -46,11 +46,17 @@ def test_read_facts_round_trip(tmp_path: Path) -> None:
     read = list(P.read_facts(path))
     assert [f for _, f in read] == [json.loads(json.dumps(h), parse_float=Decimal) for h in households]
     assert read[4][0] == "5" and read[0][0] == households[0]["household_id"]
-    # the same households through Parquet (facts layout)
+    # the same households through Parquet (facts layout, typed: money Decimal(38, 2), dates Date)
     P.write_synth(tmp_path / "h.parquet", 30, "hunan", seed=3)
     parquet = list(P.read_facts(tmp_path / "h.parquet"))
     jsonl = list(P.synth_households(30, "hunan", seed=3))
-    assert [h for _, h in parquet] == jsonl
+    assert [hid for hid, _ in parquet] == [h["household_id"] for h in jsonl]
+    assert pl.read_parquet_schema(tmp_path / "h.parquet")["assets"].to_schema()["deposits"] == pl.Decimal(38, 2)
+    hunan = pe.load(ROOT / "policies" / "hunan")
+    for (_, typed), text in zip(parquet, jsonl):
+        a, b = hunan.decide(typed, AS_OF), hunan.decide(text, AS_OF)
+        assert {d: (o.status, o.outputs) for d, o in a.items()} == {d: (o.status, o.outputs) for d, o in b.items()}
+        assert typed["members"][0]["income"]["wages"] == Decimal(text["members"][0]["income"]["wages"])
 
 
 def test_read_csv_with_members_table(tmp_path: Path, anhui: pe.Engine) -> None:

@@ -362,22 +362,29 @@ def test_a_rounded_quotient_equals_the_scalar_divide_then_quantize(case: tuple[D
     dividend, divisor, k, mode = case
     (a, sa), (b, sb) = _fixed(dividend), _fixed(divisor)
     frame = pl.DataFrame({"a": pl.Series([a], dtype=pl.Int128), "b": pl.Series([b], dtype=pl.Int128)})
-    val, fb = _divide_rounded(V("num", pl.col("a"), scale=sa), V("num", pl.col("b"), scale=sb), k, mode)
-    got, fallback = frame.select(val.alias("v"), fb.alias("f")).row(0)
     expected = CONTEXT.divide(dividend, divisor).quantize(Decimal(1).scaleb(-k), rounding=ROUNDING_MODES[mode],
                                                           context=CONTEXT)
-    if fallback:  # only a quotient within one guard unit of a rounding boundary may fall back
-        q = Fraction(dividend) / Fraction(divisor)
-        step = Fraction(1, 10 ** k) / (2 if mode.startswith("half") else 1)
-        assert abs(q - round(q / step) * step) <= Fraction(1, 10 ** (k + GUARD))
-        return
-    assert Decimal(got).scaleb(-k) == expected
+    # without bounds: guard digits; with the bounds of this population: direct integer rounding
+    # (taken when the divisor is positive)
+    for bounded in (False, True):
+        ba = {"lo": a, "hi": a} if bounded else {}
+        bb = {"lo": b, "hi": b} if bounded else {}
+        val, fb, _ = _divide_rounded(V("num", pl.col("a"), scale=sa, **ba), V("num", pl.col("b"), scale=sb, **bb),
+                                     k, mode)
+        got, fallback = frame.select(val.alias("v"), (fb if fb is not None else pl.lit(False)).alias("f")).row(0)
+        if fallback:  # only a quotient within one guard unit of a rounding boundary may fall back
+            q = Fraction(dividend) / Fraction(divisor)
+            step = Fraction(1, 10 ** k) / (2 if mode.startswith("half") else 1)
+            assert abs(q - round(q / step) * step) <= Fraction(1, 10 ** (k + GUARD))
+            continue
+        assert Decimal(got).scaleb(-k) == expected, bounded
 
 
 def test_quotients_by_zero_are_null_and_few_rows_fall_back() -> None:
     frame = pl.DataFrame({"a": pl.Series([100, 5, 10**30], dtype=pl.Int128),
                           "b": pl.Series([0, 3, 7], dtype=pl.Int128)})
-    val, fb = _divide_rounded(V("num", pl.col("a")), V("num", pl.col("b")), 2, "half_up")
+    val, fb, _ = _divide_rounded(V("num", pl.col("a")), V("num", pl.col("b")), 2, "half_up")
+    assert fb is not None
     out = frame.select(val.alias("v"), fb.alias("f"))
     assert out["v"].to_list()[:2] == [None, 167]  # 5 / 3 = 1.67; by zero: null
     assert out["f"].to_list() == [False, False, True]  # 10^30 * 10^8 would not fit: scalar path

@@ -80,7 +80,7 @@ def _typed(series: pl.Series, node: ir.InputNode) -> tuple[pl.Series, pl.Series]
     """(the values polars converts exactly, a mask of the values it cannot: handed to ``coerce``)."""
     kind, dtype = node.type, series.dtype
     given = series.is_not_null()
-    none = pl.Series([False] * len(series), dtype=pl.Boolean)
+    none = pl.repeat(False, len(series), dtype=pl.Boolean, eager=True)
     if kind in ("money", "decimal"):
         odd = none
         if isinstance(dtype, pl.Decimal):
@@ -95,7 +95,7 @@ def _typed(series: pl.Series, node: ir.InputNode) -> tuple[pl.Series, pl.Series]
             values = pl.select(pl.when(plain).then(stripped)).to_series().cast(pl.Decimal(38, scale), strict=False)
             odd = given & (plain.not_() | values.is_null())
         else:  # floats (read by their shortest repr), booleans, anything else: one by one
-            return pl.Series([None] * len(series), dtype=pl.Decimal(38, 0)), given
+            return pl.repeat(None, len(series), dtype=pl.Decimal(38, 0), eager=True), given
         if kind == "money" and node.path[-1] not in _SIGNED_MONEY:
             odd = odd | (values < 0).fill_null(False)
         return values, odd
@@ -106,11 +106,11 @@ def _typed(series: pl.Series, node: ir.InputNode) -> tuple[pl.Series, pl.Series]
             plain = series.str.contains(_PLAIN_INTEGER).fill_null(False)
             values = pl.select(pl.when(plain).then(series.str.strip_chars())).to_series().cast(pl.Int64, strict=False)
             return values, given & (plain.not_() | values.is_null())
-        return pl.Series([None] * len(series), dtype=pl.Int64), given
+        return pl.repeat(None, len(series), dtype=pl.Int64, eager=True), given
     if kind == "boolean":
         if dtype == pl.Boolean:
             return series, none
-        return pl.Series([None] * len(series), dtype=pl.Boolean), given
+        return pl.repeat(None, len(series), dtype=pl.Boolean, eager=True), given
     if kind == "date":
         if dtype == pl.Date:
             return series, none
@@ -120,17 +120,17 @@ def _typed(series: pl.Series, node: ir.InputNode) -> tuple[pl.Series, pl.Series]
             plain = series.str.contains(_ISO_DATE).fill_null(False)
             values = series.str.to_date("%Y-%m-%d", strict=False)
             return values, given & (plain.not_() | values.is_null())
-        return pl.Series([None] * len(series), dtype=pl.Date), given
+        return pl.repeat(None, len(series), dtype=pl.Date, eager=True), given
     if kind in ("enum", "text"):
         if dtype == pl.String:
             if kind == "text":
                 return series, none
             return series, given & series.is_in(list(node.values)).not_().fill_null(False)
-        return pl.Series([None] * len(series), dtype=pl.String), given
+        return pl.repeat(None, len(series), dtype=pl.String, eager=True), given
     if kind == "list":
         if isinstance(dtype, pl.List) and dtype.inner == pl.String:
             return series, none
-        return pl.Series([None] * len(series), dtype=pl.List(pl.String)), given
+        return pl.repeat(None, len(series), dtype=pl.List(pl.String), eager=True), given
     return series, none  # pragma: no cover - every declared type is handled above
 
 
@@ -194,10 +194,12 @@ def read_chunk(policy: ir.CompiledPolicy, frame: pl.DataFrame, first_row: int,
     if "members" in frame.columns and isinstance(frame.schema["members"], pl.List):
         given = frame["members"].is_not_null()
         columns.append(pl.select(pl.when(pl.lit(given)).then(pl.lit(True))).to_series().alias("members"))
-        lengths = frame["members"].list.len().fill_null(0)
+        lengths = frame["members"].list.len().fill_null(0).cast(pl.Int64)
+        starts = lengths.cum_sum() - lengths  # the position of each household's first member
         exploded = (pl.DataFrame({"_hh": pl.int_range(n, dtype=pl.Int64, eager=True), "m": frame["members"]})
-                    .filter(pl.lit(lengths) > 0).explode("m")
-                    .with_columns(_m=pl.int_range(pl.len(), dtype=pl.Int64).over("_hh")))
+                    .filter(pl.lit(lengths) > 0).explode("m"))
+        exploded = exploded.with_columns(
+            _m=pl.int_range(exploded.height, dtype=pl.Int64, eager=True) - starts.gather(exploded["_hh"]))
         inner = exploded["m"]
         mcols = [exploded["_hh"], exploded["_m"]]
         owner = exploded["_hh"]
@@ -220,7 +222,7 @@ def read_chunk(policy: ir.CompiledPolicy, frame: pl.DataFrame, first_row: int,
     households = pl.DataFrame(columns)
     if bad:
         refused = sorted({b.position for b in bad})
-        keep = pl.Series([True] * n, dtype=pl.Boolean).scatter(refused, False)
+        keep = pl.repeat(True, n, dtype=pl.Boolean, eager=True).scatter(refused, False)
         households = households.filter(keep)
         ids, rows = ids.filter(keep), rows.filter(keep)
         if members is not None:

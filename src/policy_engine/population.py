@@ -109,18 +109,29 @@ def _kind(annotation: Any) -> Any:
     return "str"
 
 
-def _polars_type(kind: Any) -> pl.DataType:
+def _polars_type(kind: Any, typed: bool = False) -> pl.DataType:
     if isinstance(kind, tuple):
-        return pl.List(_polars_type(kind[1]))
+        return pl.List(_polars_type(kind[1], typed))
     if isinstance(kind, type):
         model: type[BaseModel] = kind
-        return pl.Struct({name: _polars_type(_kind(f.annotation)) for name, f in model.model_fields.items()})
+        return pl.Struct({name: _polars_type(_kind(f.annotation), typed) for name, f in model.model_fields.items()})
+    if typed and kind in ("money", "signed"):
+        return pl.Decimal(38, SYNTH_SCALE)
+    if typed and kind == "date":
+        return pl.Date()
     return {"int": pl.Int64(), "bool": pl.Boolean()}.get(kind, pl.String())
 
 
-#: polars schema of the facts layout (money as exact decimal text, dates as ISO text)
+#: decimal places of the amounts ``synth`` writes (fen)
+SYNTH_SCALE = 2
+#: polars schema of the facts layout as text (money as exact decimal text, dates as ISO text):
+#: how JSON facts are read
 FACTS_SCHEMA: dict[str, pl.DataType] = {
     name: _polars_type(_kind(f.annotation)) for name, f in facts_models.Household.model_fields.items()}
+#: the same with typed columns (money as exact Decimal(38, 2), dates as Date): what ``synth``
+#: writes to Parquet; both are read by ``screen``
+FACTS_SCHEMA_TYPED: dict[str, pl.DataType] = {
+    name: _polars_type(_kind(f.annotation), typed=True) for name, f in facts_models.Household.model_fields.items()}
 
 
 def _flat_kinds(model: type[BaseModel], prefix: str = "") -> dict[str, Any]:
@@ -637,13 +648,29 @@ def write_synth(out: str | os.PathLike[str], n: int, province: str, seed: int, c
     return n
 
 
+def _typed_expr(expr: pl.Expr, text: pl.DataType, typed: pl.DataType) -> pl.Expr:
+    """``expr`` (of the text dtype) converted to the typed dtype, through structs and lists."""
+    if text == typed:
+        return expr
+    if isinstance(typed, pl.Struct) and isinstance(text, pl.Struct):
+        fields = {f.name: f.dtype for f in text.fields}
+        return pl.when(expr.is_not_null()).then(pl.struct([
+            _typed_expr(expr.struct.field(f.name), fields[f.name], f.dtype).alias(f.name) for f in typed.fields]))
+    if isinstance(typed, pl.List) and isinstance(text, pl.List):
+        return expr.list.eval(_typed_expr(pl.element(), text.inner, typed.inner))
+    if typed == pl.Date:
+        return expr.str.to_date("%Y-%m-%d")
+    return expr.cast(typed)
+
+
 def _write_part(tmp: str, index: int, lines: list[str]) -> str:
     """One chunk of facts (JSON lines) as Parquet in the facts layout, read by polars' JSON reader."""
     path = os.path.join(tmp, f"part-{index:05d}.parquet")
     data = ("\n".join(lines) + "\n").encode("utf-8") if lines else b""
     frame = pl.read_ndjson(io.BytesIO(data), schema=FACTS_SCHEMA) if lines else pl.DataFrame(
         schema=FACTS_SCHEMA)
-    frame.write_parquet(path)
+    frame.select([_typed_expr(pl.col(name), FACTS_SCHEMA[name], FACTS_SCHEMA_TYPED[name]).alias(name)
+                  for name in FACTS_SCHEMA]).write_parquet(path)
     return path
 
 

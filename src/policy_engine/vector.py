@@ -67,6 +67,42 @@ class V:
     scale: int = 0
     div: tuple[V, V] | None = None  # a quotient not yet materialised
     labels: tuple[str, ...] = ()  # kind "mask": the row id of each bit
+    #: kind "num": bounds of the fixed-point integer over this population (None: not known).
+    #: They only ever choose a cheaper exact formula or drop an overflow check that cannot fire.
+    lo: int | None = None
+    hi: int | None = None
+
+    @property
+    def bounds(self) -> tuple[int, int] | None:
+        return (self.lo, self.hi) if self.lo is not None and self.hi is not None else None
+
+
+def _with_bounds(v: V, bounds: tuple[int, int] | None) -> V:
+    return replace(v, lo=bounds[0], hi=bounds[1]) if bounds is not None else replace(v, lo=None, hi=None)
+
+
+def _scaled_bounds(v: V, scale: int) -> tuple[int, int] | None:
+    b = v.bounds
+    if b is None:
+        return None
+    f = 10 ** (scale - v.scale)
+    return b[0] * f, b[1] * f
+
+
+def _hull(*bounds: tuple[int, int] | None) -> tuple[int, int] | None:
+    if not bounds or any(b is None for b in bounds):
+        return None
+    return min(b[0] for b in bounds if b is not None), max(b[1] for b in bounds if b is not None)
+
+
+def _column_bounds(series: pl.Series) -> tuple[int, int] | None:
+    """(min, max) of a fixed-point column; (0, 0) when every value is null."""
+    if series.dtype not in (I128, pl.Int64, pl.Int32, pl.Int16, pl.Int8, pl.UInt8, pl.UInt16, pl.UInt32):
+        return None
+    lo, hi = series.min(), series.max()
+    if lo is None or hi is None:
+        return (0, 0)
+    return int(lo), int(hi)  # type: ignore[arg-type]
 
 
 def _or(*parts: pl.Expr | None) -> pl.Expr | None:
@@ -186,8 +222,12 @@ class Scope:
         if v.fb is not None:
             cols[f"f:{name}"] = v.fb
         self.df = self.df.with_columns(**cols)
-        return V(v.kind, pl.col(f"v:{name}"), pl.col(f"u:{name}") if v.unk is not None else None,
-                 pl.col(f"f:{name}") if v.fb is not None else None, v.scale)
+        # a mask that is False on every row of this population is dropped: the nodes built on
+        # this one then carry no mask for it (the same results, far fewer columns to compute)
+        unk = pl.col(f"u:{name}") if v.unk is not None and self.df[f"u:{name}"].any() else None
+        fb = pl.col(f"f:{name}") if v.fb is not None and self.df[f"f:{name}"].any() else None
+        bounds = _column_bounds(self.df[f"v:{name}"]) if v.kind == "num" else None
+        return _with_bounds(V(v.kind, pl.col(f"v:{name}"), unk, fb, v.scale), bounds)
 
     def settle(self, v: V) -> V:
         """Materialise a pending quotient at the smallest scale that holds it exactly."""
@@ -235,17 +275,21 @@ class Scope:
     def round_to(self, v: V, k: int, mode: str) -> V:
         """``v`` rounded to ``k`` decimals as the scalar ``quantize`` does (exactly, for quotients)."""
         if v.div is None:
-            return replace(v, val=_round_fixed(v.val, v.scale, k, mode), scale=max(k, 0))
+            b = v.bounds
+            if b is not None:
+                b = ((b[0] // 10 ** (v.scale - k) - 1, b[1] // 10 ** (v.scale - k) + 1) if v.scale > k
+                     else (b[0] * 10 ** (k - v.scale), b[1] * 10 ** (k - v.scale)))
+            return _with_bounds(replace(v, val=_round_fixed(v.val, v.scale, k, mode), scale=max(k, 0)), b)
         a, b = (self.settle(x) for x in v.div)
-        val, fb = _divide_rounded(a, b, k, mode)
-        return V("num", val, _or(a.unk, b.unk), _or(a.fb, b.fb, fb), max(k, 0))
+        val, fb, bounds = _divide_rounded(a, b, k, mode)
+        return _with_bounds(V("num", val, _or(a.unk, b.unk), _or(a.fb, b.fb, fb), max(k, 0)), bounds)
 
 
 #: guard digits kept below the rounding position when a quotient is rounded
 GUARD = 6
 
 
-def _divide_rounded(a: V, b: V, k: int, mode: str) -> tuple[pl.Expr, pl.Expr]:
+def _divide_rounded(a: V, b: V, k: int, mode: str) -> tuple[pl.Expr, pl.Expr | None, tuple[int, int] | None]:
     """(a / b rounded to ``k`` decimals, rows to send to the scalar path), in Int128 only.
 
     The scalar path divides in its 34-digit context and then quantizes. Here the exact quotient
@@ -255,7 +299,16 @@ def _divide_rounded(a: V, b: V, k: int, mode: str) -> tuple[pl.Expr, pl.Expr]:
     a rounding boundary than the exact one, which can only happen when the cut digits are within
     one unit of a boundary (and something was cut): those rows, and rows whose numbers would not
     fit in Int128, go to the scalar path. Division by zero is null, as in FEEL.
+
+    When the bounds of both operands are known, the divisor is positive and every scaled
+    dividend N = a * 10^(b.scale + k - a.scale) has |N| < 10^33, the exact quotient N / D is
+    rounded directly: a quotient that is not exactly on a rounding boundary is at least 1 / (2D)
+    units away from it, while the 34-digit quotient of the scalar path is within
+    |N| / D * 10^-33 / 2 < 1 / (2D) of the exact one, so both round the same way.
     """
+    fast = _divide_direct(a, b, k, mode)
+    if fast is not None:
+        return fast
     shift = b.scale + k + GUARD - a.scale  # q * 10^(k+G) = A * 10^shift / B (or A / (B * 10^-shift))
     num, den = a.val, b.val
     limit = _lit_int(10 ** max(36 - max(shift, 0), 1))
@@ -282,7 +335,43 @@ def _divide_rounded(a: V, b: V, k: int, mode: str) -> tuple[pl.Expr, pl.Expr]:
     too_long = t.abs() >= _lit_int(10 ** 32)  # more than 34 digits: the scalar quotient is rounded
     fb = (big | (cut & near) | too_long).fill_null(False) & zero.not_().fill_null(True)
     val = pl.when(zero | big).then(pl.lit(None, dtype=I128)).otherwise(rounded)
-    return val, fb
+    return val, fb, None
+
+
+def _divide_direct(a: V, b: V, k: int, mode: str) -> tuple[pl.Expr, None, tuple[int, int]] | None:
+    """a / b rounded to ``k`` places by integer division alone, when the bounds allow (above)."""
+    ab, bb = a.bounds, b.bounds
+    if ab is None or bb is None or bb[0] < 1:
+        return None
+    shift = b.scale + k - a.scale
+    lo, hi = (ab[0] * 10 ** shift, ab[1] * 10 ** shift) if shift >= 0 else ab
+    dmin, dmax = (bb[0] * 10 ** -shift, bb[1] * 10 ** -shift) if shift < 0 else bb
+    if max(abs(lo), abs(hi), dmax) >= 10 ** 33:
+        return None
+    n = a.val * _lit_int(10 ** shift) if shift > 0 else a.val
+    d = b.val * _lit_int(10 ** -shift) if shift < 0 else b.val
+    bounds = (lo // dmin - 1, hi // dmin + 1)
+    one = _lit_int(1)
+    if mode == "floor":
+        return n // d, None, bounds
+    if mode == "ceiling":
+        return _lit_int(0) - ((_lit_int(0) - n) // d), None, bounds
+    if mode == "half_even":
+        q = n // d
+        twice = (n - q * d) * _lit_int(2)
+        val = pl.when(twice > d).then(q + one).when(twice == d).then(q + q % _lit_int(2)).otherwise(q)
+        return val, None, bounds
+    magnitude, negative = (n, None) if lo >= 0 else (n.abs(), n < 0)
+    if mode == "half_up":
+        m = (magnitude * _lit_int(2) + d) // (d * _lit_int(2))
+    elif mode == "down":
+        m = magnitude // d
+    elif mode == "up":
+        m = (magnitude + d - one) // d
+    else:
+        return None
+    val = m if negative is None else pl.when(negative).then(_lit_int(0) - m).otherwise(m)
+    return val, None, bounds
 
 
 # --- the compiler ------------------------------------------------------------------------------
@@ -383,8 +472,10 @@ class Batch:
         kind = _kind(node.type)
         if col not in scope.df.columns:  # the column is absent: unknown everywhere
             return V(kind, _null_of(kind), pl.lit(True), None, 0)
-        return V(kind, pl.col(col), pl.col(col).is_null(), None,
-                 self.scales.get((scope.name, node.name), 0))
+        # a column without nulls is known on every row of this population: no mask to carry
+        unk = pl.col(col).is_null() if scope.df[col].has_nulls() else None
+        v = V(kind, pl.col(col), unk, None, self.scales.get((scope.name, node.name), 0))
+        return _with_bounds(v, _column_bounds(scope.df[col])) if kind == "num" else v
 
     def param_value(self, scope: Scope, node: ir.ParameterNode) -> V:
         kind = _kind(node.type)
@@ -411,8 +502,10 @@ class Batch:
         dtype = {"num": I128, "bool": pl.Boolean, "date": pl.Date, "str": pl.String}.get(kind)
         if dtype is None:
             raise Unsupported(f"parameter `{node.name}` of type {node.type}")
+        raws = [encode(v) for v in entries.values() if v is not None] if kind == "num" else []
+        bounds = (min(raws), max(raws)) if raws else None
         if not node.by:
-            return V(kind, pl.lit(encode(entries[()]), dtype=dtype), None, None, scale)
+            return _with_bounds(V(kind, pl.lit(encode(entries[()]), dtype=dtype), None, None, scale), bounds)
         dims = [self.ref(d, scope, self._is_member(d) and scope is self.m) for d in node.by]
         parts = []
         for dim in dims:
@@ -432,7 +525,7 @@ class Batch:
         if unk is not None:
             missing = missing & unk.not_()
         fb = _or(missing, *(d.fb for d in dims))
-        return V(kind, val, unk, fb, scale)
+        return _with_bounds(V(kind, val, unk, fb, scale), bounds)
 
     def _is_member(self, name: str) -> bool:
         node = self.inputs.get(name) or self.derived.get(name)
@@ -836,12 +929,13 @@ class Batch:
         if isinstance(value, bool):
             return V("bool", pl.lit(value, dtype=pl.Boolean))
         if isinstance(value, int):
-            return V("num", _lit_int(value), scale=0)
+            return V("num", _lit_int(value), scale=0, lo=value, hi=value)
         if isinstance(value, Decimal):
             exponent = value.as_tuple().exponent
             assert isinstance(exponent, int)
             scale = max(0, -exponent)
-            return V("num", _lit_int(int(value.scaleb(scale))), scale=scale)
+            raw = int(value.scaleb(scale))
+            return V("num", _lit_int(raw), scale=scale, lo=raw, hi=raw)
         if isinstance(value, str):
             return V("str", pl.lit(value, dtype=pl.String))
         if isinstance(value, dt.date):
@@ -886,11 +980,18 @@ class Batch:
         if op in ("+", "-"):
             scale = max(a.scale, b.scale)
             x, y = _rescale(a, scale), _rescale(b, scale)
-            return V("num", x + y if op == "+" else x - y, unk, fb, scale)
+            ab, bb = _scaled_bounds(a, scale), _scaled_bounds(b, scale)
+            bounds = None if ab is None or bb is None else (
+                (ab[0] + bb[0], ab[1] + bb[1]) if op == "+" else (ab[0] - bb[1], ab[1] - bb[0]))
+            return _with_bounds(V("num", x + y if op == "+" else x - y, unk, fb, scale), bounds)
         if op == "*":
             scale = a.scale + b.scale
             if scale > MAX_SCALE:
                 raise Unsupported(f"a product with {scale} decimal places")
+            ab, bb = a.bounds, b.bounds
+            if ab is not None and bb is not None and max(map(abs, ab)) <= 10 ** 18 and max(map(abs, bb)) <= 10 ** 18:
+                corners = [x * y for x in ab for y in bb]  # the operands are known to be small enough
+                return V("num", a.val * b.val, unk, fb, scale, lo=min(corners), hi=max(corners))
             # Int128 products wrap silently: a row whose operands are too large goes to the scalar path
             big = _lit_int(10 ** 18)
             huge = ((a.val > big) | (a.val < _lit_int(0) - big) | (b.val > big) | (b.val < _lit_int(0) - big)).fill_null(False)
@@ -1062,11 +1163,14 @@ class Batch:
         if fbs is not None:
             out[f"f:{name}"] = joined["fb"].fill_null(False)
         self.h.df = self.h.df.with_columns([series.alias(k) for k, series in out.items()])
-        unk = pl.col(f"u:{name}") | no_members
         scale = body.scale if body is not None and fn in ("sum", "min", "max") else 0
         rkind = kind if fn != "collect" else "list"
+        fb = pl.col(f"f:{name}") if fbs is not None and out[f"f:{name}"].any() else None
+        unk = pl.col(f"u:{name}") if out[f"u:{name}"].any() else None
+        if not self.h.df["members"].has_nulls():  # members given for every household
+            return V(rkind, pl.col(f"v:{name}"), unk, fb, scale)
         result = pl.when(no_members).then(_null_of(rkind)).otherwise(pl.col(f"v:{name}"))
-        return V(rkind, result, unk, pl.col(f"f:{name}") if fbs is not None else None, scale)
+        return V(rkind, result, _or(unk, no_members), fb, scale)
 
 
 # --- population layout -------------------------------------------------------------------------
@@ -1322,7 +1426,7 @@ def _run(engine: Any, population: pl.DataFrame | Split, day: dt.date, entity: st
     batch = Batch(engine, entity_df, members_df, day, entity, scales)
     n = population.height
     columns: list[pl.Series] = []
-    fallback = pl.Series("_fallback", [False] * n, dtype=pl.Boolean)
+    fallback = pl.repeat(False, n, dtype=pl.Boolean, eager=True).alias("_fallback")
     per_decision: dict[str, pl.Series] = {}
     specs: list[tuple[ir.DecisionNode, list[tuple[str, str, int]]]] = []
     for node in wanted:
@@ -1335,11 +1439,11 @@ def _run(engine: Any, population: pl.DataFrame | Split, day: dt.date, entity: st
             batch.results.pop(node.id, None)
             batch.in_progress.discard(node.id)
             fallback = fallback | True
-            per_decision[node.id] = pl.Series([True] * n, dtype=pl.Boolean)
+            per_decision[node.id] = pl.repeat(True, n, dtype=pl.Boolean, eager=True)
             outs = [(o.short, _kind(o.type), 0) for o in node.outputs]
-            columns.append(pl.Series(f"{node.id}.status", [None] * n, dtype=pl.String))
+            columns.append(pl.repeat(None, n, dtype=pl.String, eager=True).alias(f"{node.id}.status"))
             for short, kind, _ in outs:
-                columns.append(pl.Series(f"{node.id}.{short}", [None] * n, dtype=_out_dtype(kind, 0)))
+                columns.append(pl.repeat(None, n, dtype=_out_dtype(kind, 0), eager=True).alias(f"{node.id}.{short}"))
             columns.append(pl.Series(f"{node.id}.fired_rows", [[]] * n, dtype=pl.List(pl.String)))
             specs.append((node, outs))
             continue
@@ -1347,7 +1451,7 @@ def _run(engine: Any, population: pl.DataFrame | Split, day: dt.date, entity: st
             columns.append(pl.Series(f"{node.id}.status", ["not_in_force"] * n, dtype=pl.String))
             outs = [(o.short, _kind(o.type), 0) for o in node.outputs]
             for short, kind, _ in outs:
-                columns.append(pl.Series(f"{node.id}.{short}", [None] * n, dtype=_out_dtype(kind, 0)))
+                columns.append(pl.repeat(None, n, dtype=_out_dtype(kind, 0), eager=True).alias(f"{node.id}.{short}"))
             columns.append(pl.Series(f"{node.id}.fired_rows", [[]] * n, dtype=pl.List(pl.String)))
             specs.append((node, outs))
             continue
