@@ -7,6 +7,8 @@ condition. ``full`` renders every event. All levels flag illustrative parameters
 
 from __future__ import annotations
 
+import copy
+
 import datetime as dt
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
@@ -101,6 +103,8 @@ class _Names:
         self.derived = {d.name: d for d in policy.derived}
         self.rounding = policy.rounding
         self._deps: dict[str, set[str]] = {}
+        #: (id of an expression, lang) -> its `formula` text, on shared tables only (`_names_for`)
+        self.formulas: dict[tuple[int, str], str] | None = None
         #: values seen in the trace being rendered (set by render)
         self.values: dict[str, Any] = {}
 
@@ -137,6 +141,8 @@ class _Names:
         """Every name a decision or derived value depends on, transitively (itself included)."""
         if name in self._deps:
             return self._deps[name]
+        if self.formulas is not None:  # a shared table (see `_names_for`): compute in a fresh one
+            return _Names(self.policy).depends(name)
         out: set[str] = {name}
         self._deps[name] = out
         direct: tuple[str, ...] = ()
@@ -151,6 +157,28 @@ class _Names:
             for dim in self.parameters[ref].by if ref in self.parameters else ():
                 out |= self.depends(dim)
         return out
+
+
+#: policy -> its `_Names` with every dependency set computed: built once per compiled policy and
+#: then only read (a render takes a copy with its own `values`), so safe to share between threads
+_NAMES: dict[int, tuple[ir.CompiledPolicy, _Names]] = {}
+
+
+def _names_for(policy: ir.CompiledPolicy) -> _Names:
+    cached = _NAMES.get(id(policy))
+    if cached is None or cached[0] is not policy:
+        shared = _Names(policy)
+        deps: dict[str, set[str]] = {}
+        for name in [*shared.decisions, *shared.derived]:
+            deps[name] = _Names(policy).depends(name)  # each in a fresh table, as a render computes it
+        shared._deps = deps
+        shared.formulas = {}
+        if len(_NAMES) >= 64:
+            _NAMES.clear()
+        cached = _NAMES[id(policy)] = (policy, shared)
+    names = copy.copy(cached[1])
+    names.values = {}
+    return names
 
 
 def fmt(value: Any, kind: str, lang: str, rounding: ir.Rounding | None = None) -> str:
@@ -193,6 +221,17 @@ _FN = {
 
 def formula(names: _Names, e: ir.Expr | None, lang: str) -> str:
     """An IR expression in words: names by their labels, operators as symbols."""
+    cache = names.formulas
+    if cache is None or e is None:
+        return _formula(names, e, lang)
+    key = (id(e), lang)  # e belongs to the policy the table is kept with: its id is not reused
+    text = cache.get(key)
+    if text is None:
+        text = cache[key] = _formula(names, e, lang)
+    return text
+
+
+def _formula(names: _Names, e: ir.Expr | None, lang: str) -> str:
     f = _FN[lang]
 
     def go(x: Any, top: bool = False) -> str:
@@ -357,7 +396,7 @@ def render(decision: Decision, lang: str = "zh", level: str = "summary") -> str:
     if level not in ("summary", "fails", "full"):
         raise ValueError(f"level must be summary, fails or full, not {level!r}")
     t = _T[lang]
-    names = _Names(decision.policy)
+    names = _names_for(decision.policy)
     events = decision.events
     lines: list[str] = []
     row_events: dict[tuple[str, int], tuple[Any, ...]] = {}
@@ -552,7 +591,7 @@ def record(decision: Decision) -> dict[str, Any]:
     from .engine import json_value
 
     policy = decision.policy
-    names = _Names(policy)
+    names = _names_for(policy)
     version = policy.version_at(decision.as_of)
     outcomes = {}
     for decision_id, outcome in decision.items():

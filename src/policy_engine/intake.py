@@ -123,6 +123,7 @@ def coerce(value: Any, node: ir.InputNode, signed: bool = False) -> Any:
 
 #: money facts that are net differences and may be negative
 _SIGNED_MONEY = {"property_net", "transfer_net"}
+_ZERO = Decimal(0)
 
 
 def read_facts(policy_inputs: tuple[ir.InputNode, ...], facts: Any, entity: str
@@ -132,8 +133,22 @@ def read_facts(policy_inputs: tuple[ir.InputNode, ...], facts: Any, entity: str
     if not isinstance(facts, dict):
         raise FactsError([make("PE401", f"facts must be a mapping, not {type(facts).__name__}", path="")])
     errors: list[Diagnostic] = []
-    read_entity, read_members = _plan(policy_inputs, entity)
-    values = read_entity(facts, errors)
+    values: dict[str, Any] = {}
+    entity_plan, member_plan = _plan(policy_inputs, entity)
+    for name, rest, first, read, node, _ in entity_plan:
+        raw = facts.get(first, _MISSING)
+        for part in rest:  # the rest of a dotted path, as _lookup reads it
+            if not isinstance(raw, dict):
+                raw = _MISSING
+                break
+            raw = raw.get(part, _MISSING)
+        if raw is _MISSING or raw is None:
+            continue
+        try:
+            values[name] = read(raw, node)
+        except ValueError as exc:
+            errors.append(make("PE401", f"{'.'.join(node.path)}: {exc}", path=".".join(node.path),
+                               hint=node.label.en))
     members: list[dict[str, Any]] | None = None
     if entity == "household":
         raw_members = facts.get("members", _MISSING)
@@ -141,7 +156,40 @@ def read_facts(policy_inputs: tuple[ir.InputNode, ...], facts: Any, entity: str
             if not isinstance(raw_members, (list, tuple)):
                 errors.append(make("PE401", "members must be a list", path="members"))
             else:
-                members = read_members(raw_members, errors)
+                members = []
+                for i, member in enumerate(raw_members):
+                    if type(member) is not dict:
+                        member = to_plain(member)
+                    row: dict[str, Any] = {}
+                    if not isinstance(member, dict):
+                        errors.append(make("PE401", f"members[{i}] must be a mapping", path=f"members[{i}]"))
+                        members.append(row)
+                        continue
+                    for name, rest, first, read, node, refuse_negative in member_plan:
+                        raw = member.get(first, _MISSING)
+                        for part in rest:
+                            if not isinstance(raw, dict):
+                                raw = _MISSING
+                                break
+                            raw = raw.get(part, _MISSING)
+                        if raw is _MISSING or raw is None:
+                            continue
+                        if refuse_negative is not None and type(raw) is str:
+                            # the money reader's common case, inline (see `_reader`): a decimal
+                            # string; anything unusual goes to the reader, which redoes it
+                            try:
+                                value = Decimal(raw.strip())
+                            except InvalidOperation:
+                                value = None
+                            if value is not None and value.is_finite() and not (refuse_negative and value < _ZERO):
+                                row[name] = value
+                                continue
+                        try:
+                            row[name] = read(raw, node)
+                        except ValueError as exc:
+                            where = f"members[{i}].{'.'.join(node.path)}"
+                            errors.append(make("PE401", f"{where}: {exc}", path=where, hint=node.label.en))
+                    members.append(row)
     if errors:
         raise FactsError(errors)
     return values, members
@@ -149,25 +197,32 @@ def read_facts(policy_inputs: tuple[ir.InputNode, ...], facts: Any, entity: str
 
 # -- the reading plan: which inputs to read for an entity, and a type-specialised reader each ------
 #
-# Built once per (inputs tuple, entity) and cached; a pure function of the declared inputs. The
-# plan is two generated functions, one reading the entity's inputs from the facts and one reading
-# a member's inputs from one member mapping: straight-line code, one block per input, in the
-# order of the declared inputs, that looks each path up exactly as ``_lookup`` does and converts
-# the common exact types (a decimal string for money, an ``int``, a ``bool``, a ``date``, an enum
-# string) inline. Anything else goes to the reader of ``_reader`` (which hands unusual values to
-# ``_coerce_checked``), so values and error messages are exactly those of ``coerce``.
-#
-# Why executing the generated source is safe: it is made only of the fixed templates of
-# ``_generate_reader``, of names it makes up (``_k3``, ``_r``...) and of nothing else: every path
-# part, input name, node and helper is passed in the namespace dict under a generated name, never
-# pasted into the source, so no text of a policy or of the facts can become code.
+# Built once per (inputs tuple, entity) and cached; a pure function of the declared inputs. Each
+# reader handles the common exact types directly and hands anything else to ``_coerce_checked``,
+# so values and error messages are exactly those of ``coerce``.
 
 Reader = Any  # Callable[[Any, ir.InputNode], Any]
-PlanReader = Any  # (facts, errors) -> values, or (members, errors) -> rows
-_PLANS: dict[int, tuple[tuple[ir.InputNode, ...], dict[str, tuple[PlanReader, PlanReader]]]] = {}
+#: name, path[1:], path[0], reader, node, and for money/decimal whether negatives are refused
+#: (None for other types)
+PlanRow = tuple[str, "tuple[str, ...]", str, Reader, ir.InputNode, "bool | None"]
+_PLANS: dict[int, tuple[tuple[ir.InputNode, ...], dict[str, tuple[list[PlanRow], list[PlanRow]]]]] = {}
 
 
-def _plan(policy_inputs: tuple[ir.InputNode, ...], entity: str) -> tuple[PlanReader, PlanReader]:
+def _plan(policy_inputs: tuple[ir.InputNode, ...], entity: str) -> tuple[list[PlanRow], list[PlanRow]]:
+    global _LAST_PLAN
+    last = _LAST_PLAN  # one tuple, replaced whole: safe to read while another thread replaces it
+    if last is not None and last[0] is policy_inputs and last[1] == entity:
+        return last[2]
+    plan = _build_plan(policy_inputs, entity)
+    _LAST_PLAN = (policy_inputs, entity, plan)
+    return plan
+
+
+#: (inputs, entity, plan) of the last `_plan` call: the common case is one policy, many calls
+_LAST_PLAN: tuple[Any, str, Any] | None = None
+
+
+def _build_plan(policy_inputs: tuple[ir.InputNode, ...], entity: str) -> tuple[list[PlanRow], list[PlanRow]]:
     cached = _PLANS.get(id(policy_inputs))
     if cached is None or cached[0] is not policy_inputs:
         if len(_PLANS) >= 64:
@@ -176,93 +231,13 @@ def _plan(policy_inputs: tuple[ir.InputNode, ...], entity: str) -> tuple[PlanRea
     by_entity = cached[1]
     plan = by_entity.get(entity)
     if plan is None:
-        plan = by_entity[entity] = (
-            _generate_reader([n for n in policy_inputs if n.entity == entity], member=False),
-            _generate_reader([n for n in policy_inputs if n.entity == "member"], member=True))
+        def rows(nodes: list[ir.InputNode]) -> list[PlanRow]:
+            return [(n.name, n.path[1:], n.path[0], _reader(n), n,
+                     (n.type == "money" and n.path[-1] not in _SIGNED_MONEY) if n.type in ("money", "decimal")
+                     else None) for n in nodes]
+        plan = by_entity[entity] = (rows([n for n in policy_inputs if n.entity == entity]),
+                                    rows([n for n in policy_inputs if n.entity == "member"]))
     return plan
-
-
-def _entity_error(errors: list[Diagnostic], node: ir.InputNode, exc: ValueError) -> None:
-    errors.append(make("PE401", f"{'.'.join(node.path)}: {exc}", path=".".join(node.path), hint=node.label.en))
-
-
-def _not_a_mapping(errors: list[Diagnostic], i: int) -> None:
-    errors.append(make("PE401", f"members[{i}] must be a mapping", path=f"members[{i}]"))
-
-
-def _member_error(errors: list[Diagnostic], i: int, node: ir.InputNode, exc: ValueError) -> None:
-    where = f"members[{i}].{'.'.join(node.path)}"
-    errors.append(make("PE401", f"{where}: {exc}", path=where, hint=node.label.en))
-
-
-def _generate_reader(nodes: list[ir.InputNode], member: bool) -> PlanReader:
-    ns: dict[str, Any] = {"_MISSING": _MISSING, "_Decimal": Decimal, "_InvalidOperation": InvalidOperation,
-                          "_date": dt.date, "_entity_error": _entity_error, "_member_error": _member_error,
-                          "_to_plain": to_plain, "_not_a_mapping": _not_a_mapping,
-                          "_ZERO": Decimal(0)}
-    consts: list[Any] = []
-
-    def k(value: Any) -> str:
-        consts.append(value)
-        name = f"_k{len(consts)}"
-        ns[name] = value
-        return name
-
-    if member:  # the list of members: each a mapping (or a model), read in turn
-        lines = ["def _read(_members, _errors):",
-                 "    _rows = []",
-                 "    for _i, _src in enumerate(_members):",
-                 "        if type(_src) is not dict:",
-                 "            _src = _to_plain(_src)",
-                 "        if not isinstance(_src, dict):",
-                 "            _not_a_mapping(_errors, _i)",
-                 "            _rows.append({})",
-                 "            continue"]
-        fail = "_member_error(_errors, _i, {node}, _exc)"
-    else:
-        lines = ["def _read(_src, _errors):"]
-        fail = "_entity_error(_errors, {node}, _exc)"
-    start = len(lines)
-    lines.append("    _out = {}")
-    for node in nodes:
-        name, node_k, read = k(node.name), k(node), k(_reader(node))
-        lines.append(f"    _r = _src.get({k(node.path[0])}, _MISSING)")
-        for part in node.path[1:]:  # the rest of a dotted path, as _lookup reads it
-            lines.append("    if isinstance(_r, dict):")
-            lines.append(f"        _r = _r.get({k(part)}, _MISSING)")
-            lines.append("    else:")
-            lines.append("        _r = _MISSING")
-        lines.append("    if _r is not _MISSING and _r is not None:")
-        slow = ["    try:", f"        _out[{name}] = {read}(_r, {node_k})", "    except ValueError as _exc:",
-                "        " + fail.format(node=node_k)]
-        kind = node.type
-        if kind in ("money", "decimal"):
-            refuse_negative = kind == "money" and node.path[-1] not in _SIGNED_MONEY
-            lines += ["        _v = None", "        if type(_r) is str:", "            try:",
-                      "                _v = _Decimal(_r.strip())", "            except _InvalidOperation:",
-                      "                _v = None",
-                      "        if _v is not None and _v.is_finite()"
-                      + (" and not _v < _ZERO:" if refuse_negative else ":"),
-                      f"            _out[{name}] = _v", "        else:"]
-            lines += ["        " + x for x in slow]
-            continue
-        fast = {"integer": "type(_r) is int", "boolean": "type(_r) is bool", "date": "type(_r) is _date",
-                "text": "type(_r) is str"}.get(kind)
-        if kind == "enum":
-            fast = f"type(_r) is str and _r in {k(frozenset(node.values))}"
-        if fast is None:
-            lines += ["    " + x for x in slow]
-            continue
-        lines += [f"        if {fast}:", f"            _out[{name}] = _r", "        else:"]
-        lines += ["        " + x for x in slow]
-    if member:
-        lines[start:] = ["    " + x for x in lines[start:]]
-        lines += ["        _rows.append(_out)", "    return _rows"]
-    else:
-        lines.append("    return _out")
-    source = "\n".join(lines) + "\n"
-    exec(compile(source, "<policy_engine generated: facts reader>", "exec"), ns)  # noqa: S102 - see above
-    return ns["_read"]
 
 
 def _reader(node: ir.InputNode) -> Reader:
