@@ -126,9 +126,17 @@ def test_screen_reports_malformed_parquet_rows_and_decides_the_rest(tmp_path: Pa
     assert {e.household_id for e in result.errors} == {households[4]["household_id"], households[9]["household_id"]}
     table = pl.read_parquet(tmp_path / "out.parquet")
     assert table["row"].to_list() == [n for n in range(1, 31) if n not in (5, 10)]
-    row = table.row(20, named=True)
-    decision = HUAIYUAN.decide(households[row["row"] - 1], AS_OF)
-    assert row["dibao.amount"] == decision["dibao"].outputs["amount"]
+    for index in (0, 20, 27):  # explain_row re-decides a written row with the scalar path, traced
+        row = table.row(index, named=True)
+        decision = HUAIYUAN.explain_row(path, row["row"], AS_OF)
+        assert decision.to_dict() == HUAIYUAN.decide(households[row["row"] - 1], AS_OF).to_dict()
+        for did, outcome in decision.items():
+            assert row[f"{did}.status"] == outcome.status and row[f"{did}.fired_rows"] == list(outcome.fired_rows)
+        assert row["dibao.amount"] == decision["dibao"].outputs["amount"]
+        assert "低保" in decision.explain("zh", "full")
+    assert HUAIYUAN.explain_row(households, 3, AS_OF).to_dict() == HUAIYUAN.decide(households[2], AS_OF).to_dict()
+    with pytest.raises(IndexError):
+        HUAIYUAN.explain_row(path, 31, AS_OF)
 
 
 @pytest.mark.parametrize("missing", ["members", "assets", "area_type"])

@@ -216,6 +216,24 @@ class Engine:
 
         return decide_batch(self, population, as_of, decisions=decisions, entity=entity)
 
+    def explain_row(self, population: Any, row: int, as_of: dt.date | str,
+                    decisions: list[str] | None = None) -> Decision:
+        """The traced scalar ``Decision`` of one screened row, to explain it
+        (``.explain("zh", "full")``): equal to the row ``decide_batch`` or ``screen`` wrote.
+
+        ``population`` is a population file (JSON Lines, Parquet, CSV) and ``row`` its 1-based
+        row number (the ``row`` column of the screen output), or a list of facts and ``row`` the
+        1-based position in it.
+        """
+        if isinstance(population, (str, os.PathLike)):
+            from .population import replay
+
+            return replay(self, population, row, as_of, decisions=decisions)
+        facts = list(population)
+        if not 1 <= row <= len(facts):
+            raise IndexError(f"the population has no row {row} (rows are numbered from 1)")
+        return self.decide(facts[row - 1], as_of, decisions=decisions)
+
     def catalogue(self, as_of: dt.date | str | None = None) -> dict[str, Any]:
         """Decisions, inputs and parameters (with the value in force ``as_of``) as plain data."""
         from .explain import catalogue

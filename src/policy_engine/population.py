@@ -440,6 +440,14 @@ def replay(engine: Any, path: str | os.PathLike[str], row_number: int, as_of: dt
            decisions: list[str] | None = None) -> Any:
     """The scalar ``Engine.decide`` Decision of row ``row_number`` (1-based) of a population file:
     re-decides one screened row to explain it (``decision.explain()``)."""
+    p = Path(path)
+    if format_of(p) == "parquet" and p.is_file() and _is_facts_layout(pl.Schema(pl.read_parquet_schema(p))):
+        if row_number < 1:
+            raise IndexError(f"{os.fspath(path)} has no row {row_number}")
+        picked = pl.scan_parquet(p).slice(row_number - 1, 1).collect()  # reads one row group, not the file
+        if picked.height == 0:
+            raise IndexError(f"{os.fspath(path)} has no row {row_number}")
+        return engine.decide(_drop_nulls(picked.row(0, named=True)), as_of, decisions=decisions)
     for number, _hid, facts in _raw_rows(path, engine):
         if number == row_number:
             if isinstance(facts, RowError):
