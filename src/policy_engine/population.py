@@ -752,7 +752,7 @@ def screen(engine: Any, input_path: str | os.PathLike[str], out: str | os.PathLi
             else:
                 assert tmp is not None
                 parts.append(os.path.join(tmp, f"part-{len(parts):05d}.parquet"))
-                table.write_parquet(parts[-1])
+                table.write_parquet(parts[-1], compression="uncompressed")  # temporary: compressed once, below
             if progress is not None:
                 progress(table.height)
         if tmp is not None:

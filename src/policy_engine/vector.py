@@ -1167,10 +1167,11 @@ class Batch:
         rkind = kind if fn != "collect" else "list"
         fb = pl.col(f"f:{name}") if fbs is not None and out[f"f:{name}"].any() else None
         unk = pl.col(f"u:{name}") if out[f"u:{name}"].any() else None
+        bounds = _column_bounds(out[f"v:{name}"]) if rkind == "num" else None
         if not self.h.df["members"].has_nulls():  # members given for every household
-            return V(rkind, pl.col(f"v:{name}"), unk, fb, scale)
+            return _with_bounds(V(rkind, pl.col(f"v:{name}"), unk, fb, scale), bounds)
         result = pl.when(no_members).then(_null_of(rkind)).otherwise(pl.col(f"v:{name}"))
-        return V(rkind, result, _or(unk, no_members), fb, scale)
+        return _with_bounds(V(rkind, result, _or(unk, no_members), fb, scale), bounds)
 
 
 # --- population layout -------------------------------------------------------------------------
