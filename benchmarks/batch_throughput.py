@@ -185,7 +185,8 @@ def worker_peer(engine: str, source: Path, out: Path) -> dict[str, Any]:
 
     python = peers.VENVS[engine].python
     done = subprocess.run([str(python), str(HERE / "peer_parquet.py"), str(source), str(out)], capture_output=True,
-                          text=True, check=False, timeout=1800, env={**os.environ, "BENCH_ENGINE": engine})
+                          text=True, check=False, timeout=1800,
+                          env={**os.environ, "BENCH_ENGINE": engine, "PE_BENCH_PEERS_DIR": str(peers.peers_dir())})
     if done.returncode != 0:
         raise RuntimeError(f"{engine}: {done.stderr[-2000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])

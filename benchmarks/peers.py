@@ -55,10 +55,12 @@ class PeerVenv:
 
 VENVS: dict[str, PeerVenv] = {
     "openfisca": PeerVenv(
-        "PE_BENCH_OPENFISCA", "/tmp/peers/bin/python", ("openfisca-core==46.0.1", "psutil")
+        "PE_BENCH_OPENFISCA", "/tmp/peers/bin/python", ("openfisca-core==46.0.1", "psutil"),
+        ("polars==2.1.0",),  # only for batch_throughput.py's Parquet-to-Parquet run (peer_parquet.py)
     ),
     "policyengine": PeerVenv(
-        "PE_BENCH_POLICYENGINE", "/tmp/pe/bin/python", ("policyengine-core==3.33.12", "psutil")
+        "PE_BENCH_POLICYENGINE", "/tmp/pe/bin/python", ("policyengine-core==3.33.12", "psutil"),
+        ("polars==2.1.0",),
     ),
     "zen": PeerVenv(
         "PE_BENCH_ZEN", "/tmp/zen/bin/python", ("zen-engine==2.1.3",), ("durable-rules==2.0.28",)
