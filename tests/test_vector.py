@@ -388,3 +388,38 @@ def test_quotients_by_zero_are_null_and_few_rows_fall_back() -> None:
     out = frame.select(val.alias("v"), fb.alias("f"))
     assert out["v"].to_list()[:2] == [None, 167]  # 5 / 3 = 1.67; by zero: null
     assert out["f"].to_list() == [False, False, True]  # 10^30 * 10^8 would not fit: scalar path
+
+
+_SIGNED_MODULE = {
+    "inputs": {
+        "x": {"path": "x", "type": "decimal", "label": {"zh": "x", "en": "x"}},
+        "n": {"path": "n", "type": "integer", "label": {"zh": "n", "en": "n"}},
+    },
+    "derived": {
+        "share": {"type": "money", "unit": "yuan", "label": {"zh": "份额", "en": "share"},
+                  "expr": "(-x) / n", "cite": "s"},
+        "shifted": {"type": "money", "unit": "yuan", "label": {"zh": "移", "en": "shifted"},
+                    "expr": "(x - 7) / n", "cite": "s"},
+    },
+    "decisions": {
+        "d": {"label": {"zh": "决定", "en": "decision"}, "cite": "s",
+              "outputs": {"share": {"type": "money", "unit": "yuan", "label": {"zh": "a", "en": "a"}, "expr": "share"},
+                          "shifted": {"type": "money", "unit": "yuan", "label": {"zh": "b", "en": "b"},
+                                      "expr": "shifted"}}},
+    },
+}
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.lists(st.tuples(st.integers(1, 10**7), st.integers(0, 3), st.integers(1, 9)), min_size=1, max_size=40))
+def test_bounds_follow_negation_and_subtraction(rows: list[tuple[int, int, int]]) -> None:
+    """Dividends known (from the population's bounds) to be positive become negative by `-x`
+    and `x - 7`: the direct rounding must handle their sign as the scalar path does."""
+    from tests.helpers import engine_for
+
+    engine = engine_for(_SIGNED_MODULE)
+    facts = [{"x": str(Decimal(v).scaleb(-places)), "n": n} for v, places, n in rows]
+    batch = decide_batch(engine, facts, "2023-07-01")
+    for row, f in zip(batch.iter_rows(named=True), facts):
+        outcome = engine.decide(f, "2023-07-01")["d"]
+        assert (row["d.share"], row["d.shifted"]) == (outcome.share, outcome.shifted), f

@@ -842,7 +842,8 @@ class Batch:
                 return replace(v, val=v.val.not_())
             if e.op == "neg":
                 v = scope.settle(v)
-                return replace(v, val=_lit_int(0) - v.val)
+                return replace(v, val=_lit_int(0) - v.val, lo=None if v.hi is None else -v.hi,
+                               hi=None if v.lo is None else -v.lo)
             return v
         if isinstance(e, ir.Binary):
             return self.binary(e, scope)
