@@ -423,3 +423,21 @@ def test_bounds_follow_negation_and_subtraction(rows: list[tuple[int, int, int]]
     for row, f in zip(batch.iter_rows(named=True), facts):
         outcome = engine.decide(f, "2023-07-01")["d"]
         assert (row["d.share"], row["d.shifted"]) == (outcome.share, outcome.shifted), f
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.tuples(st.integers(-10**9, 10**9), st.integers(1, 5000)), min_size=1, max_size=30),
+       st.integers(0, 3), st.integers(0, 2), st.sampled_from(sorted(ROUNDING_MODES)))
+def test_the_bounds_of_a_direct_quotient_hold_every_row(rows: list[tuple[int, int]], sa: int, k: int, mode: str) -> None:
+    a = pl.Series([x for x, _ in rows], dtype=pl.Int128)
+    b = pl.Series([y for _, y in rows], dtype=pl.Int128)
+    va = V("num", pl.col("a"), scale=sa, lo=int(a.min()), hi=int(a.max()))  # type: ignore[arg-type]
+    vb = V("num", pl.col("b"), scale=0, lo=int(b.min()), hi=int(b.max()))  # type: ignore[arg-type]
+    val, fb, bounds = _divide_rounded(va, vb, k, mode)
+    assert fb is None and bounds is not None  # the direct path: a positive divisor, small numbers
+    got = pl.DataFrame({"a": a, "b": b}).select(val.alias("v"))["v"]
+    assert bounds[0] <= got.min() and got.max() <= bounds[1]  # type: ignore[operator]
+    for (x, y), value in zip(rows, got.to_list()):
+        expected = CONTEXT.divide(Decimal(x).scaleb(-sa), Decimal(y)).quantize(
+            Decimal(1).scaleb(-k), rounding=ROUNDING_MODES[mode], context=CONTEXT)
+        assert Decimal(value).scaleb(-k) == expected

@@ -350,7 +350,7 @@ def _divide_direct(a: V, b: V, k: int, mode: str) -> tuple[pl.Expr, None, tuple[
         return None
     n = a.val * _lit_int(10 ** shift) if shift > 0 else a.val
     d = b.val * _lit_int(10 ** -shift) if shift < 0 else b.val
-    bounds = (lo // dmin - 1, hi // dmin + 1)
+    bounds = (min(lo // dmin, lo // dmax) - 1, max(hi // dmin, hi // dmax) + 1)  # N / D over both ranges
     one = _lit_int(1)
     if mode == "floor":
         return n // d, None, bounds
