@@ -146,3 +146,14 @@ def test_an_absent_column_is_an_unknown_fact_not_a_malformed_row(missing: str) -
     for h in households:
         h.pop(missing, None)
     _compare(HUAIYUAN, households, frame)
+
+
+def test_a_member_that_is_not_a_mapping_is_refused_as_decide_refuses_it() -> None:
+    households = list(P.synth_households(6, "anhui", 8))
+    frame = _facts_frame(households)
+    members = frame["members"].to_list()
+    members[2] = [None, *members[2]]
+    frame = frame.with_columns(pl.Series("members", members, dtype=frame.schema["members"]))
+    households[2]["members"] = [None, *households[2]["members"]]
+    _compare(HUAIYUAN, households, frame)
+    assert [(b.position, b.column) for b in read_chunk(HUAIYUAN.policy, frame, 1).bad] == [(2, "members[0]")]

@@ -205,6 +205,11 @@ def read_chunk(policy: ir.CompiledPolicy, frame: pl.DataFrame, first_row: int,
         owner = exploded["_hh"]
         position = exploded["_m"]
         unnested = inner.struct.unnest() if isinstance(inner.dtype, pl.Struct) else pl.DataFrame()
+        # a member that is null, or not a struct, is refused as decide refuses it
+        not_mapping = inner.is_null() if isinstance(inner.dtype, pl.Struct) else inner.is_not_null() | inner.is_null()
+        for i in not_mapping.arg_true().to_list():
+            where = f"members[{int(position[i])}]"
+            bad.append(BadField(int(owner[i]), where, f"{where} must be a mapping"))
         for node in policy.inputs:
             if node.entity != "member":
                 continue
