@@ -139,9 +139,9 @@ class Engine:
         #: trace -> calls so far of a closures backend that will be replaced by generated code
         self._closure_calls: dict[bool, int] = {}
         self._by_entity: dict[str, list[ir.DecisionNode]] = {}
+        nodes: tuple[ir.DecisionNode | ir.DerivedNode, ...] = (*policy.decisions, *policy.derived)
         self._tables: dict[str, ir.Table] = {
-            n.id if isinstance(n, ir.DecisionNode) else n.name: n.table
-            for n in (*policy.decisions, *policy.derived) if n.table is not None
+            n.id if isinstance(n, ir.DecisionNode) else n.name: n.table for n in nodes if n.table is not None
         }
         for decision in policy.decisions:
             self._by_entity.setdefault(decision.entity, []).append(decision)
@@ -281,7 +281,8 @@ class Engine:
         if isinstance(population, (str, os.PathLike)):
             from .population import replay
 
-            return replay(self, population, row, as_of, decisions=decisions)
+            decision: Decision = replay(self, population, row, as_of, decisions=decisions)
+            return decision
         facts = list(population)
         if not 1 <= row <= len(facts):
             raise IndexError(f"the population has no row {row} (rows are numbered from 1)")

@@ -656,7 +656,7 @@ def write_synth(out: str | os.PathLike[str], n: int, province: str, seed: int, c
     return n
 
 
-def _typed_expr(expr: pl.Expr, text: pl.DataType, typed: pl.DataType) -> pl.Expr:
+def _typed_expr(expr: pl.Expr, text: Any, typed: Any) -> pl.Expr:
     """``expr`` (of the text dtype) converted to the typed dtype, through structs and lists."""
     if text == typed:
         return expr

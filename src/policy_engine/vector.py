@@ -275,11 +275,12 @@ class Scope:
     def round_to(self, v: V, k: int, mode: str) -> V:
         """``v`` rounded to ``k`` decimals as the scalar ``quantize`` does (exactly, for quotients)."""
         if v.div is None:
-            b = v.bounds
-            if b is not None:
-                b = ((b[0] // 10 ** (v.scale - k) - 1, b[1] // 10 ** (v.scale - k) + 1) if v.scale > k
-                     else (b[0] * 10 ** (k - v.scale), b[1] * 10 ** (k - v.scale)))
-            return _with_bounds(replace(v, val=_round_fixed(v.val, v.scale, k, mode), scale=max(k, 0)), b)
+            limits = v.bounds
+            if limits is not None:
+                lo, hi = limits
+                limits = ((lo // 10 ** (v.scale - k) - 1, hi // 10 ** (v.scale - k) + 1) if v.scale > k
+                          else (lo * 10 ** (k - v.scale), hi * 10 ** (k - v.scale)))
+            return _with_bounds(replace(v, val=_round_fixed(v.val, v.scale, k, mode), scale=max(k, 0)), limits)
         a, b = (self.settle(x) for x in v.div)
         val, fb, bounds = _divide_rounded(a, b, k, mode)
         return _with_bounds(V("num", val, _or(a.unk, b.unk), _or(a.fb, b.fb, fb), max(k, 0)), bounds)
