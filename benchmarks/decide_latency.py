@@ -55,7 +55,6 @@ try:
 except ImportError:  # running from a checkout without the package installed
     sys.path.insert(0, str(ROOT / "src"))
     import policy_engine as pe
-from policy_engine import evaluate as pe_evaluate
 
 AS_OF = "2023-07-01"
 POLICIES = {
@@ -94,8 +93,6 @@ def machine() -> dict[str, Any]:
         "implementation": platform.python_implementation(),
         "platform": platform.platform(),
         "policy_engine": pe.__version__,
-        #: generated straight-line functions (policy_engine.codegen) or the reference closures
-        "backend": "generated" if getattr(pe_evaluate, "GENERATE", False) else "closures",
         "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
     }
 

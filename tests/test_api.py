@@ -88,23 +88,10 @@ def test_the_library_never_reads_the_wall_clock() -> None:
 
 
 def test_no_eval_or_exec_and_only_safe_yaml_in_the_library() -> None:
-    # exec/compile only in codegen.py, on source it generated and verified (docs/expression-language.md,
-    # "How policies are executed"); eval nowhere; yaml only through the safe loader
-    pattern = re.compile(r"(^|[^_.\w])(eval|exec)\(|(^|[^_.\w])(?<!def )compile\("
-                         r"|yaml\.(load|unsafe_load|full_load)\(")
-    allowed = re.compile(r"(^|[^_.\w])(exec|compile)\(")
-    offenders = []
-    for p in (ROOT / "src").rglob("*.py"):
-        for i, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1):
-            if pattern.search(line) and not (p.name == "codegen.py" and p.parent.name == "policy_engine"
-                                             and allowed.search(line) and "eval(" not in line
-                                             and "yaml." not in line):
-                offenders.append(f"{p}:{i}")
+    pattern = re.compile(r"(^|[^_.\w])(eval|exec)\(|yaml\.(load|unsafe_load|full_load)\(")
+    offenders = [f"{p}:{i}" for p in (ROOT / "src").rglob("*.py")
+                 for i, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1) if pattern.search(line)]
     assert offenders == []
-    codegen = (ROOT / "src" / "policy_engine" / "codegen.py").read_text(encoding="utf-8")
-    # one exec and one compile call, both in `run`, after `verify`
-    assert len(re.findall(r"(^|[^_.\w])exec\(", codegen, re.M)) == 1
-    assert len(re.findall(r"(^|[^_.\w])compile\(", codegen, re.M)) == 1
 
 
 def test_published_schemas_are_current() -> None:

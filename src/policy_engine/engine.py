@@ -8,7 +8,7 @@ from collections.abc import Iterator, Mapping
 from decimal import Decimal
 from typing import Any, Literal
 
-from . import evaluate, ir
+from . import ir
 from .compile import compile_or_raise
 from .diagnostics import Diagnostic, make
 from .evaluate import Backend, Case, NotInForce, Unknown
@@ -17,17 +17,13 @@ from .intake import as_date, read_facts
 Level = Literal["summary", "fails", "full"]
 Lang = Literal["zh", "en"]
 
-#: calls of `Engine.decide` (per trace mode) served by the closures before the engine generates
-#: code (`policy_engine.codegen`); a one-off decision need not pay for generating it
-GENERATE_AFTER = 16
-
 ENTITIES = ("household", "member", "village", "township", "county", "institution", "month")
 
 
 class Outcome:
     """The result of one decision for one case: its outputs, status and reasons."""
 
-    __slots__ = ("id", "status", "outputs", "missing", "reason", "label", "cites", "fired_rows")
+    __slots__ = ("cites", "fired_rows", "id", "label", "missing", "outputs", "reason", "status")
 
     def __init__(self, id: str, status: str, outputs: dict[str, Any], missing: tuple[str, ...],
                  reason: str | None, label: ir.Label, cites: tuple[ir.Cite, ...], fired_rows: tuple[str, ...]):
@@ -136,8 +132,6 @@ class Engine:
         self.diagnostics = list(diagnostics or [])
         self.path = path
         self._backends: dict[bool, Backend] = {}
-        #: trace -> calls so far of a closures backend that will be replaced by generated code
-        self._closure_calls: dict[bool, int] = {}
         self._by_entity: dict[str, list[ir.DecisionNode]] = {}
         nodes: tuple[ir.DecisionNode | ir.DerivedNode, ...] = (*policy.decisions, *policy.derived)
         self._tables: dict[str, ir.Table] = {
@@ -178,17 +172,7 @@ class Engine:
     def _backend(self, trace: bool) -> Backend:
         backend = self._backends.get(trace)
         if backend is None:
-            # the closures first (built in milliseconds); after GENERATE_AFTER calls, the
-            # generated functions (built once, in 0.1-1.5 s for a large package): same results
-            generate = evaluate.GENERATE and GENERATE_AFTER > 0
-            backend = self._backends[trace] = Backend(self.policy, trace, generate=not generate)
-            if generate:
-                self._closure_calls[trace] = 0
-        elif trace in self._closure_calls:
-            calls = self._closure_calls[trace] = self._closure_calls[trace] + 1
-            if calls >= GENERATE_AFTER:
-                del self._closure_calls[trace]
-                backend = self._backends[trace] = Backend(self.policy, trace, generate=True)
+            backend = self._backends[trace] = Backend(self.policy, trace)
         return backend
 
     def select(self, entity: str, decisions: list[str] | None = None) -> list[ir.DecisionNode]:

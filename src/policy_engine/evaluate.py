@@ -29,11 +29,6 @@ from typing import Any
 from . import ir
 from .diagnostics import PolicyError, make
 
-#: generate Python source per derived value, table and output (see `codegen`); False: the closures
-#: only (the reference backend, e.g. for debugging). `Backend(..., generate=...)` overrides it.
-GENERATE = True
-_UNSET_BUILD = object()
-
 #: The one arithmetic context: independent of the caller's global decimal context.
 CONTEXT = Context(prec=34, rounding=ROUND_HALF_EVEN, traps=[InvalidOperation, DivisionByZero])
 ROUNDING_MODES = {
@@ -146,51 +141,21 @@ def _add_months(d: dt.date, n: int) -> dt.date:
 class Backend:
     """Closures generated from one CompiledPolicy, with or without tracing."""
 
-    def __init__(self, policy: ir.CompiledPolicy, trace: bool, generate: bool | None = None):
+    def __init__(self, policy: ir.CompiledPolicy, trace: bool):
         self.policy = policy
         self.tracing = trace
         self.getters: dict[str, Fn] = {}
         self.decisions: dict[str, ir.DecisionNode] = {d.id: d for d in policy.decisions}
         self.runners: dict[str, Callable[[Case], None]] = {}
         self._pending: dict[str, ir.DerivedNode] = {}
-        self._param_cache: dict[str, dict[dt.date, tuple[Any, tuple[Any, ...]]]] = {}
         names = [n.name for n in policy.inputs] + [p.name for p in policy.parameters]
         names += [d.name for d in policy.derived] + [o.name for d in policy.decisions for o in d.outputs]
         #: every getter name is defined exactly once, so a reference may bind to its getter directly
         self._unique_names = len(names) == len(set(names))
-        self._inputs = {n.name: n for n in policy.inputs}
-        self._params = {p.name: p for p in policy.parameters}
-        self._derived_nodes = {d.name: d for d in policy.derived}
-        #: what each name refers to (the last definition wins, as in `getters`)
-        self._kinds: dict[str, str] = {}
-        for kind, kind_names in (("input", [n.name for n in policy.inputs]),
-                                 ("param", [p.name for p in policy.parameters]),
-                                 ("derived", [d.name for d in policy.derived]),
-                                 ("output", [o.name for d in policy.decisions for o in d.outputs])):
-            for n in kind_names:
-                self._kinds[n] = kind
         for node in policy.inputs:
             self.getters[node.name] = self._input(node)
         for param in policy.parameters:
             self.getters[param.name] = self._parameter(param)
-        #: the generated source (None when the closures are used); see `codegen`
-        self.source: str | None = None
-        if GENERATE if generate is None else generate:
-            from . import codegen  # imported here: it imports this module
-            try:
-                codegen.generate_backend(self)
-                return
-            except (codegen.Unsupported, RecursionError):  # pragma: no cover - the closures below
-                # a node kind the generator leaves to the closures; a source that fails
-                # verification raises codegen.CodegenError instead (never run, never caught)
-                for name in [n for n in self.getters if self._kinds.get(n) in ("derived", "output")]:
-                    del self.getters[name]
-                self.runners.clear()
-                self.source = None
-        self._build_closures()
-
-    def _build_closures(self) -> None:
-        policy = self.policy
         #: derived values not built yet; a reference builds its target first (see `expr`), so that
         #: references can bind their getters directly whatever the order of `policy.derived`
         self._pending = {d.name: d for d in policy.derived}
@@ -329,38 +294,6 @@ class Backend:
             return value
         return parameter if by else result
 
-    def _param_in_force(self, node: ir.ParameterNode) -> dict[dt.date, tuple[Any, tuple[Any, ...]]]:
-        """For a parameter without dimensions: as_of -> (value, trace event), filled by `_param_fill`."""
-        return self._param_cache.setdefault(node.name, {})
-
-    def _param_fill(self, node: ir.ParameterNode) -> Callable[[dt.date], tuple[Any, tuple[Any, ...]]]:
-        """The value of a parameter without dimensions on a date, and its trace event; the same
-        lookup, errors and event as `_parameter` (which generated code calls instead of it)."""
-        name = node.name
-        dated = [(v.start, v.end, {k: val for k, val in v.entries}, v) for v in node.values]
-        cache = self._param_in_force(node)
-
-        def fill(as_of: dt.date) -> tuple[Any, tuple[Any, ...]]:
-            chosen = None
-            for start, end, index, value in dated:
-                if start <= as_of and (end is None or as_of <= end):
-                    chosen = (index, value)
-            if chosen is None:
-                first = dated[0][0].isoformat() if dated else "ever"
-                raise NotInForce(f"parameter `{name}` has no value in force on {as_of.isoformat()} "
-                                 f"(values start {first})", node.cites)
-            index, dated_value = chosen
-            key: tuple[str, ...] = ()
-            if key not in index:
-                raise NotInForce(f"parameter `{name}` has no value for  on {as_of.isoformat()}", node.cites)
-            value = index[key]
-            found = (value, ("param", name, key, value, dated_value.start, dated_value.provenance))
-            if len(cache) >= 1024:
-                cache.clear()
-            cache[as_of] = found
-            return found
-        return fill
-
     def _derived(self, node: ir.DerivedNode) -> Fn:
         name = node.name
         tracing = self.tracing
@@ -419,45 +352,28 @@ class Backend:
 
     # -- decisions ------------------------------------------------------------------------------
 
-    def _not_in_force(self, node: ir.DecisionNode) -> Callable[[Case], None]:
-        """Record that the decision is not in force on the case's date (its window excludes it)."""
-        window = node.in_force
-        assert window is not None
-        decision_id, cites, tracing = node.id, node.cites, self.tracing
-
-        def not_in_force(c: Case) -> None:
-            reason = (f"not in force on {c.as_of.isoformat()} (in force "
-                      f"{window.start.isoformat()} to {window.end.isoformat() if window.end else 'open'})")
-            c.outcomes[decision_id] = ("not_in_force", {}, reason, cites)
-            if tracing and c.trace is not None:
-                c.trace.append(("decision", decision_id, "not_in_force", reason))
-        return not_in_force
-
-    def _decision(self, node: ir.DecisionNode, table: Any = _UNSET_BUILD,
-                  fns: list[Fn | None] | None = None) -> Callable[[Case], None]:
-        if table is _UNSET_BUILD:  # the closures (else: the generated table and output functions)
-            table = self._table(node.table) if node.table is not None else None
+    def _decision(self, node: ir.DecisionNode) -> Callable[[Case], None]:
+        table = self._table(node.table) if node.table is not None else None
         table_index = {name: i for i, name in enumerate(node.table.outputs)} if node.table else {}
         steps: list[tuple[str, str, Fn | None, bool]] = []
-        for i, output in enumerate(node.outputs):
-            if fns is not None:
-                fn = fns[i]
-            else:
-                fn = self.expr(output.expr) if output.expr is not None else None
+        for output in node.outputs:
+            fn = self.expr(output.expr) if output.expr is not None else None
             steps.append((output.name, output.short, fn, output.type == "money"))
         rounding = self.policy.rounding
         tracing = self.tracing
         window = node.in_force
         decision_id = node.id
-
-        not_in_force = self._not_in_force(node) if window is not None else None
+        cites = node.cites
 
         def run(c: Case) -> None:
             if decision_id in c.outcomes:
                 return
             if window is not None and not window.contains(c.as_of):
-                assert not_in_force is not None
-                not_in_force(c)
+                reason = (f"not in force on {c.as_of.isoformat()} (in force "
+                          f"{window.start.isoformat()} to {window.end.isoformat() if window.end else 'open'})")
+                c.outcomes[decision_id] = ("not_in_force", {}, reason, cites)
+                if tracing and c.trace is not None:
+                    c.trace.append(("decision", decision_id, "not_in_force", reason))
                 return
             c.outcomes[decision_id] = ("running", {}, None, ())
             values: dict[str, Any] = {}
@@ -737,7 +653,23 @@ class Backend:
 
     def _binary(self, e: ir.Binary) -> Fn:
         left, right = self.expr(e.left), self.expr(e.right)
-        raw = _raw_binary(e)
+        op = e.op
+        integer = e.type == "integer" and e.left.type == "integer" and e.right.type == "integer"
+        if op == "+":
+            raw: Callable[[Any, Any], Any] = (lambda a, b: a + b) if integer else CONTEXT.add
+        elif op == "-":
+            raw = (lambda a, b: a - b) if integer else CONTEXT.subtract
+        elif op == "*":
+            raw = (lambda a, b: a * b) if integer else CONTEXT.multiply
+        elif op == "/":
+            raw = CONTEXT.divide
+        elif op == "//":
+            raw = lambda a, b: a // b if type(a) is int and type(b) is int else int(  # noqa: E731
+                CONTEXT.divide(a, b).to_integral_value(rounding=ROUND_FLOOR))  # floor, as for integers
+        elif op == "%":
+            raw = (lambda a, b: a % b) if integer else lambda a, b: CONTEXT.subtract(a, CONTEXT.multiply(b, (CONTEXT.divide(a, b)).to_integral_value(rounding=ROUND_FLOOR)))  # noqa: E731
+        else:
+            raw = (lambda a, b: a ** b) if integer else CONTEXT.power
 
         if isinstance(e.right, ir.Const):  # a constant right operand: no call to fetch it
             b_const = e.right.value
@@ -783,7 +715,34 @@ class Backend:
                     null = True
             return None if null else vs
 
-        impl = _call_impl(fn, rounding)
+        impl: Callable[..., Any]
+        if fn == "min":
+            impl = min
+        elif fn == "max":
+            impl = max
+        elif fn == "abs":
+            impl = abs
+        elif fn == "floor":
+            impl = lambda x: int(Decimal(x).to_integral_value(rounding=ROUND_FLOOR))  # noqa: E731
+        elif fn == "ceil":
+            impl = lambda x: int(Decimal(x).to_integral_value(rounding=ROUND_CEILING))  # noqa: E731
+        elif fn == "round_money":
+            impl = lambda x: _round(x, rounding)  # noqa: E731
+        elif fn == "round":
+            impl = lambda x, q: Decimal(x).quantize(q, rounding=ROUND_HALF_UP, context=CONTEXT)  # noqa: E731
+        elif fn == "age":
+            def impl(born: dt.date) -> int:
+                raise AssertionError  # replaced below: needs as_of
+        elif fn == "months_between":
+            impl = _months_between
+        elif fn == "days_between":
+            impl = lambda a, b: (b - a).days  # noqa: E731
+        elif fn == "add_months":
+            impl = _add_months
+        elif fn == "add_days":
+            impl = lambda d, n: d + dt.timedelta(days=n)  # noqa: E731
+        else:  # pragma: no cover - the compiler accepts only the functions above
+            raise TypeError(fn)
 
         if fn == "age":
             def age(c: Case, m: Any) -> Any:
@@ -893,61 +852,6 @@ class Backend:
                 return None
             return min(values) if fn == "min" else max(values)
         return aggregate
-
-
-def _raw_binary(e: ir.Binary) -> Callable[[Any, Any], Any]:
-    """The arithmetic of one binary node (operands known, neither unknown nor null)."""
-    op = e.op
-    integer = e.type == "integer" and e.left.type == "integer" and e.right.type == "integer"
-    if op == "+":
-        raw: Callable[[Any, Any], Any] = (lambda a, b: a + b) if integer else CONTEXT.add
-    elif op == "-":
-        raw = (lambda a, b: a - b) if integer else CONTEXT.subtract
-    elif op == "*":
-        raw = (lambda a, b: a * b) if integer else CONTEXT.multiply
-    elif op == "/":
-        raw = CONTEXT.divide
-    elif op == "//":
-        raw = lambda a, b: a // b if type(a) is int and type(b) is int else int(  # noqa: E731
-            CONTEXT.divide(a, b).to_integral_value(rounding=ROUND_FLOOR))  # floor, as for integers
-    elif op == "%":
-        raw = (lambda a, b: a % b) if integer else lambda a, b: CONTEXT.subtract(a, CONTEXT.multiply(b, (CONTEXT.divide(a, b)).to_integral_value(rounding=ROUND_FLOOR)))  # noqa: E731
-    else:
-        raw = (lambda a, b: a ** b) if integer else CONTEXT.power
-    return raw
-
-
-def _call_impl(fn: str, rounding: ir.Rounding) -> Callable[..., Any]:
-    """The function a call node applies (arguments known, neither unknown nor null); not `age`."""
-    impl: Callable[..., Any]
-    if fn == "min":
-        impl = min
-    elif fn == "max":
-        impl = max
-    elif fn == "abs":
-        impl = abs
-    elif fn == "floor":
-        impl = lambda x: int(Decimal(x).to_integral_value(rounding=ROUND_FLOOR))  # noqa: E731
-    elif fn == "ceil":
-        impl = lambda x: int(Decimal(x).to_integral_value(rounding=ROUND_CEILING))  # noqa: E731
-    elif fn == "round_money":
-        impl = lambda x: _round(x, rounding)  # noqa: E731
-    elif fn == "round":
-        impl = lambda x, q: Decimal(x).quantize(q, rounding=ROUND_HALF_UP, context=CONTEXT)  # noqa: E731
-    elif fn == "age":
-        def impl(born: dt.date) -> int:
-            raise AssertionError  # the callers use _age: needs as_of
-    elif fn == "months_between":
-        impl = _months_between
-    elif fn == "days_between":
-        impl = lambda a, b: (b - a).days  # noqa: E731
-    elif fn == "add_months":
-        impl = _add_months
-    elif fn == "add_days":
-        impl = lambda d, n: d + dt.timedelta(days=n)  # noqa: E731
-    else:  # pragma: no cover - the compiler accepts only the functions above
-        raise TypeError(fn)
-    return impl
 
 
 _ABSENT = object()

@@ -123,6 +123,7 @@ def coerce(value: Any, node: ir.InputNode, signed: bool = False) -> Any:
 
 #: money facts that are net differences and may be negative
 _SIGNED_MONEY = {"property_net", "transfer_net"}
+_ZERO = Decimal(0)
 
 
 def read_facts(policy_inputs: tuple[ir.InputNode, ...], facts: Any, entity: str
@@ -132,8 +133,22 @@ def read_facts(policy_inputs: tuple[ir.InputNode, ...], facts: Any, entity: str
     if not isinstance(facts, dict):
         raise FactsError([make("PE401", f"facts must be a mapping, not {type(facts).__name__}", path="")])
     errors: list[Diagnostic] = []
-    read_entity, read_members = _plan(policy_inputs, entity)
-    values = read_entity(facts, errors)
+    values: dict[str, Any] = {}
+    entity_plan, member_plan = _plan(policy_inputs, entity)
+    for name, rest, first, read, node, _ in entity_plan:
+        raw = facts.get(first, _MISSING)
+        for part in rest:  # the rest of a dotted path, as _lookup reads it
+            if not isinstance(raw, dict):
+                raw = _MISSING
+                break
+            raw = raw.get(part, _MISSING)
+        if raw is _MISSING or raw is None:
+            continue
+        try:
+            values[name] = read(raw, node)
+        except ValueError as exc:
+            errors.append(make("PE401", f"{'.'.join(node.path)}: {exc}", path=".".join(node.path),
+                               hint=node.label.en))
     members: list[dict[str, Any]] | None = None
     if entity == "household":
         raw_members = facts.get("members", _MISSING)
@@ -141,7 +156,40 @@ def read_facts(policy_inputs: tuple[ir.InputNode, ...], facts: Any, entity: str
             if not isinstance(raw_members, (list, tuple)):
                 errors.append(make("PE401", "members must be a list", path="members"))
             else:
-                members = read_members(raw_members, errors)
+                members = []
+                for i, member in enumerate(raw_members):
+                    if type(member) is not dict:
+                        member = to_plain(member)
+                    row: dict[str, Any] = {}
+                    if not isinstance(member, dict):
+                        errors.append(make("PE401", f"members[{i}] must be a mapping", path=f"members[{i}]"))
+                        members.append(row)
+                        continue
+                    for name, rest, first, read, node, refuse_negative in member_plan:
+                        raw = member.get(first, _MISSING)
+                        for part in rest:
+                            if not isinstance(raw, dict):
+                                raw = _MISSING
+                                break
+                            raw = raw.get(part, _MISSING)
+                        if raw is _MISSING or raw is None:
+                            continue
+                        if refuse_negative is not None and type(raw) is str:
+                            # the money reader's common case, inline (see `_reader`): a decimal
+                            # string; anything unusual goes to the reader, which redoes it
+                            try:
+                                value = Decimal(raw.strip())
+                            except InvalidOperation:
+                                value = None
+                            if value is not None and value.is_finite() and not (refuse_negative and value < _ZERO):
+                                row[name] = value
+                                continue
+                        try:
+                            row[name] = read(raw, node)
+                        except ValueError as exc:
+                            where = f"members[{i}].{'.'.join(node.path)}"
+                            errors.append(make("PE401", f"{where}: {exc}", path=where, hint=node.label.en))
+                    members.append(row)
     if errors:
         raise FactsError(errors)
     return values, members
@@ -149,21 +197,18 @@ def read_facts(policy_inputs: tuple[ir.InputNode, ...], facts: Any, entity: str
 
 # -- the reading plan: which inputs to read for an entity, and a type-specialised reader each ------
 #
-# Built once per (inputs tuple, entity) and cached; a pure function of the declared inputs. The
-# plan is two generated functions (``codegen.facts_reader``), one reading the entity's inputs from
-# the facts and one reading a member's inputs from each member mapping: straight-line code, one
-# block per input, in the order of the declared inputs, that looks each path up exactly as
-# ``_lookup`` does and keeps the common exact types (a decimal string for money, an ``int``, a
-# ``bool``, a ``date``, an enum string). Anything else goes to the reader of ``_reader`` (which
-# hands unusual values to ``_coerce_checked``), so values and error messages are exactly those of
-# ``coerce``.
+# Built once per (inputs tuple, entity) and cached; a pure function of the declared inputs. Each
+# reader handles the common exact types directly and hands anything else to ``_coerce_checked``,
+# so values and error messages are exactly those of ``coerce``.
 
 Reader = Any  # Callable[[Any, ir.InputNode], Any]
-PlanReader = Any  # (facts, errors) -> values, or (members, errors) -> rows
-_PLANS: dict[int, tuple[tuple[ir.InputNode, ...], dict[str, tuple[PlanReader, PlanReader]]]] = {}
+#: name, path[1:], path[0], reader, node, and for money/decimal whether negatives are refused
+#: (None for other types)
+PlanRow = tuple[str, "tuple[str, ...]", str, Reader, ir.InputNode, "bool | None"]
+_PLANS: dict[int, tuple[tuple[ir.InputNode, ...], dict[str, tuple[list[PlanRow], list[PlanRow]]]]] = {}
 
 
-def _plan(policy_inputs: tuple[ir.InputNode, ...], entity: str) -> tuple[PlanReader, PlanReader]:
+def _plan(policy_inputs: tuple[ir.InputNode, ...], entity: str) -> tuple[list[PlanRow], list[PlanRow]]:
     global _LAST_PLAN
     last = _LAST_PLAN  # one tuple, replaced whole: safe to read while another thread replaces it
     if last is not None and last[0] is policy_inputs and last[1] == entity:
@@ -177,7 +222,7 @@ def _plan(policy_inputs: tuple[ir.InputNode, ...], entity: str) -> tuple[PlanRea
 _LAST_PLAN: tuple[Any, str, Any] | None = None
 
 
-def _build_plan(policy_inputs: tuple[ir.InputNode, ...], entity: str) -> tuple[PlanReader, PlanReader]:
+def _build_plan(policy_inputs: tuple[ir.InputNode, ...], entity: str) -> tuple[list[PlanRow], list[PlanRow]]:
     cached = _PLANS.get(id(policy_inputs))
     if cached is None or cached[0] is not policy_inputs:
         if len(_PLANS) >= 64:
@@ -186,26 +231,13 @@ def _build_plan(policy_inputs: tuple[ir.InputNode, ...], entity: str) -> tuple[P
     by_entity = cached[1]
     plan = by_entity.get(entity)
     if plan is None:
-        from . import codegen  # imported here: codegen imports evaluate, which intake need not load first
-        plan = by_entity[entity] = (
-            codegen.facts_reader([n for n in policy_inputs if n.entity == entity], False, _READER_HELPERS,
-                                 _reader, _SIGNED_MONEY),
-            codegen.facts_reader([n for n in policy_inputs if n.entity == "member"], True, _READER_HELPERS,
-                                 _reader, _SIGNED_MONEY))
+        def rows(nodes: list[ir.InputNode]) -> list[PlanRow]:
+            return [(n.name, n.path[1:], n.path[0], _reader(n), n,
+                     (n.type == "money" and n.path[-1] not in _SIGNED_MONEY) if n.type in ("money", "decimal")
+                     else None) for n in nodes]
+        plan = by_entity[entity] = (rows([n for n in policy_inputs if n.entity == entity]),
+                                    rows([n for n in policy_inputs if n.entity == "member"]))
     return plan
-
-
-def _entity_error(errors: list[Diagnostic], node: ir.InputNode, exc: ValueError) -> None:
-    errors.append(make("PE401", f"{'.'.join(node.path)}: {exc}", path=".".join(node.path), hint=node.label.en))
-
-
-def _not_a_mapping(errors: list[Diagnostic], i: int) -> None:
-    errors.append(make("PE401", f"members[{i}] must be a mapping", path=f"members[{i}]"))
-
-
-def _member_error(errors: list[Diagnostic], i: int, node: ir.InputNode, exc: ValueError) -> None:
-    where = f"members[{i}].{'.'.join(node.path)}"
-    errors.append(make("PE401", f"{where}: {exc}", path=where, hint=node.label.en))
 
 
 def _reader(node: ir.InputNode) -> Reader:
@@ -243,9 +275,3 @@ def _reader(node: ir.InputNode) -> Reader:
 
 def _coerce_checked(raw: Any, node: ir.InputNode) -> Any:
     return coerce(raw, node, signed=node.path[-1] in _SIGNED_MONEY)
-
-
-#: what the generated facts readers call (see `codegen.facts_reader`)
-_READER_HELPERS: dict[str, Any] = {"_MISSING": _MISSING, "_entity_error": _entity_error,
-                                   "_member_error": _member_error, "_to_plain": to_plain,
-                                   "_not_a_mapping": _not_a_mapping}
