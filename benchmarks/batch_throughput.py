@@ -30,9 +30,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
-import platform
 import random
 import resource
 import statistics
@@ -215,18 +213,11 @@ def _subprocess(args: list[str]) -> dict[str, Any]:
 
 
 def machine() -> dict[str, Any]:
-    cpu = platform.processor() or "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    """The latency benchmark's machine record, plus the polars version."""
     import polars as pl
+    from decide_latency import machine as latency_machine
 
-    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(), "polars": pl.__version__,
-            "load_average": os.getloadavg()[0] if hasattr(os, "getloadavg") else math.nan}
+    return {**latency_machine(), "polars": pl.__version__}
 
 
 def main(argv: list[str] | None = None) -> int:

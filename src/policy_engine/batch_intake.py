@@ -168,6 +168,21 @@ def read_column(series: pl.Series, node: ir.InputNode) -> tuple[pl.Series, list[
     return values.alias(node.name), bad
 
 
+def _read_inputs(policy: ir.CompiledPolicy, entity: str, frame: pl.DataFrame
+                 ) -> tuple[list[pl.Series], list[tuple[int, str, str]]]:
+    """Every input of ``entity`` that ``frame`` has, read; and (row, fact path, message) per bad value."""
+    columns: list[pl.Series] = []
+    errors: list[tuple[int, str, str]] = []
+    for node in policy.inputs:
+        source = _leaf(frame, node.path) if node.entity == entity else None
+        if source is None:
+            continue
+        values, refused = read_column(source, node)
+        columns.append(values)
+        errors.extend((i, ".".join(node.path), message) for i, message in refused)
+    return columns, errors
+
+
 def read_chunk(policy: ir.CompiledPolicy, frame: pl.DataFrame, first_row: int,
                id_column: str = "household_id") -> Chunk:
     """Households of ``frame`` (facts layout) as a split population; ``first_row`` is the row
@@ -180,16 +195,8 @@ def read_chunk(policy: ir.CompiledPolicy, frame: pl.DataFrame, first_row: int,
            else pl.Series(id_column, [None] * n, dtype=pl.String))
     ids = ids.fill_null(rows.cast(pl.String)).alias(id_column)
     bad: list[BadField] = []
-    columns: list[pl.Series] = []
-    for node in policy.inputs:
-        if node.entity != "household":
-            continue
-        source = _leaf(frame, node.path)
-        if source is None:
-            continue
-        values, errors = read_column(source, node)
-        columns.append(values)
-        bad.extend(BadField(i, ".".join(node.path), message) for i, message in errors)
+    columns, errors = _read_inputs(policy, "household", frame)
+    bad.extend(BadField(i, column, message) for i, column, message in errors)
     members = None
     if "members" in frame.columns and isinstance(frame.schema["members"], pl.List):
         given = frame["members"].is_not_null()
@@ -210,16 +217,10 @@ def read_chunk(policy: ir.CompiledPolicy, frame: pl.DataFrame, first_row: int,
         for i in not_mapping.arg_true().to_list():
             where = f"members[{int(position[i])}]"
             bad.append(BadField(int(owner[i]), where, f"{where} must be a mapping"))
-        for node in policy.inputs:
-            if node.entity != "member":
-                continue
-            source = _leaf(unnested, node.path)
-            if source is None:
-                continue
-            values, errors = read_column(source, node)
-            mcols.append(values)
-            bad.extend(BadField(int(owner[i]), f"members[{int(position[i])}].{'.'.join(node.path)}", message)
-                       for i, message in errors)
+        read, errors = _read_inputs(policy, "member", unnested)
+        mcols.extend(read)
+        bad.extend(BadField(int(owner[i]), f"members[{int(position[i])}].{column}", message)
+                   for i, column, message in errors)
         members = pl.DataFrame(mcols)
     elif "members" in frame.columns:  # members of another shape: every row's members are refused
         for i in frame["members"].is_not_null().arg_true().to_list():
