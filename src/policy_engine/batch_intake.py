@@ -193,7 +193,9 @@ def read_chunk(policy: ir.CompiledPolicy, frame: pl.DataFrame, first_row: int,
     rows = pl.Series("row", range(first_row, first_row + n), dtype=pl.Int64)
     ids = (frame[id_column].cast(pl.String) if id_column in frame.columns
            else pl.Series(id_column, [None] * n, dtype=pl.String))
-    ids = ids.fill_null(rows.cast(pl.String)).alias(id_column)
+    if ids.has_nulls():
+        ids = ids.fill_null(rows.cast(pl.String))
+    ids = ids.alias(id_column)
     bad: list[BadField] = []
     columns, errors = _read_inputs(policy, "household", frame)
     bad.extend(BadField(i, column, message) for i, column, message in errors)
@@ -205,21 +207,22 @@ def read_chunk(policy: ir.CompiledPolicy, frame: pl.DataFrame, first_row: int,
         starts = lengths.cum_sum() - lengths  # the position of each household's first member
         exploded = (pl.DataFrame({"_hh": pl.int_range(n, dtype=pl.Int64, eager=True), "m": frame["members"]})
                     .filter(pl.lit(lengths) > 0).explode("m"))
-        exploded = exploded.with_columns(
-            _m=pl.int_range(exploded.height, dtype=pl.Int64, eager=True) - starts.gather(exploded["_hh"]))
         inner = exploded["m"]
-        mcols = [exploded["_hh"], exploded["_m"]]
         owner = exploded["_hh"]
-        position = exploded["_m"]
+        mcols = [owner]
+
+        def position(i: int) -> int:  # a member's position in its household (for messages only)
+            return i - int(starts[int(owner[i])])
+
         unnested = inner.struct.unnest() if isinstance(inner.dtype, pl.Struct) else pl.DataFrame()
         # a member that is null, or not a struct, is refused as decide refuses it
         not_mapping = inner.is_null() if isinstance(inner.dtype, pl.Struct) else inner.is_not_null() | inner.is_null()
         for i in not_mapping.arg_true().to_list():
-            where = f"members[{int(position[i])}]"
+            where = f"members[{position(i)}]"
             bad.append(BadField(int(owner[i]), where, f"{where} must be a mapping"))
         read, errors = _read_inputs(policy, "member", unnested)
         mcols.extend(read)
-        bad.extend(BadField(int(owner[i]), f"members[{int(position[i])}].{column}", message)
+        bad.extend(BadField(int(owner[i]), f"members[{position(i)}].{column}", message)
                    for i, column, message in errors)
         members = pl.DataFrame(mcols)
     elif "members" in frame.columns:  # members of another shape: every row's members are refused
@@ -236,4 +239,4 @@ def read_chunk(policy: ir.CompiledPolicy, frame: pl.DataFrame, first_row: int,
             renumber = pl.DataFrame({"_hh": kept, "_new": pl.int_range(len(kept), dtype=pl.Int64, eager=True)})
             members = members.join(renumber, on="_hh", how="inner", maintain_order="left").drop("_hh").rename(
                 {"_new": "_hh"}).select(members.columns)
-    return Chunk(Split(households, members, len(ids)), ids, rows, bad)
+    return Chunk(Split(households, members, len(ids), checked=True), ids, rows, bad)
