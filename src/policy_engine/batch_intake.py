@@ -239,4 +239,7 @@ def read_chunk(policy: ir.CompiledPolicy, frame: pl.DataFrame, first_row: int,
             renumber = pl.DataFrame({"_hh": kept, "_new": pl.int_range(len(kept), dtype=pl.Int64, eager=True)})
             members = members.join(renumber, on="_hh", how="inner", maintain_order="left").drop("_hh").rename(
                 {"_new": "_hh"}).select(members.columns)
-    return Chunk(Split(households, members, len(ids), checked=True), ids, rows, bad)
+    sizes = frame["members"].list.len().fill_null(0).cast(pl.Int64) if members is not None else None
+    if sizes is not None and bad:
+        sizes = sizes.filter(keep)
+    return Chunk(Split(households, members, len(ids), checked=True, sizes=sizes), ids, rows, bad)

@@ -751,13 +751,15 @@ def screen(engine: Any, input_path: str | os.PathLike[str], out: str | os.PathLi
                 handle.write(_jsonl_frame(table).write_ndjson())
             else:
                 assert tmp is not None
-                parts.append(os.path.join(tmp, f"part-{len(parts):05d}.parquet"))
-                table.write_parquet(parts[-1], compression="uncompressed")  # temporary: compressed once, below
+                # temporary Arrow IPC parts, uncompressed: read back below without decoding, and
+                # the Parquet file is encoded and compressed once
+                parts.append(os.path.join(tmp, f"part-{len(parts):05d}.arrow"))
+                table.write_ipc(parts[-1], compression="uncompressed")
             if progress is not None:
                 progress(table.height)
         if tmp is not None:
             if parts:
-                pl.concat([pl.scan_parquet(p) for p in parts], how="vertical_relaxed").sink_parquet(Path(out))
+                pl.concat([pl.scan_ipc(p) for p in parts], how="vertical_relaxed").sink_parquet(Path(out))
             else:
                 pl.DataFrame({ID_COLUMN: pl.Series([], dtype=pl.String)}).write_parquet(Path(out))
     result.elapsed = time.perf_counter() - start
