@@ -1659,6 +1659,8 @@ def _run(engine: Any, population: pl.DataFrame | Split, day: dt.date, entity: st
             v = values[output.short]
             kind = v.kind if v.kind != "null" else _kind(output.type)
             val = pl.when(v.unk).then(None).otherwise(v.val) if v.unk is not None else v.val
+            if v.fb is not None:  # the scalar path decides these rows: their value here may not even fit
+                val = pl.when(v.fb.fill_null(True)).then(None).otherwise(val)
             if kind == "num":
                 val = val.cast(pl.Decimal(38, 0)) * pl.lit(Decimal(1).scaleb(-v.scale)) if v.scale else val.cast(pl.Decimal(38, 0))
                 if output.type == "integer":
