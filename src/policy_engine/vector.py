@@ -7,14 +7,16 @@ returns one row per household with, for every decision, ``<id>.status``, each ou
 
 Representation, per IR node and per row:
 
-* numbers (money, decimal, integer) are exact fixed-point ``Int128`` columns with a scale
+* numbers (money, decimal, integer) are exact fixed-point integer columns with a scale
   (number of decimal places) chosen statically per node: ``+``/``-`` use the larger scale, ``*``
   the sum of the scales, so they are exact, as the scalar path's 34-digit context is for these
-  values. Money is rounded to the package's rounding unit whenever the scalar path rounds it.
-  Division is computed with Python ``Decimal`` in the scalar path's context, then either rounded
-  directly (when its consumer rounds: a money-typed node, ``round``, ``round_money``, ``floor``,
-  ``ceil``) or stored at the smallest scale that holds every quotient exactly; a quotient that
-  does not fit exactly sends its row to the scalar path;
+  values. A node whose bounds over the population lie within ±``NARROW`` is ``Int64``, any other
+  ``Int128``; an operation runs in ``Int64`` only when its result's bounds prove it cannot wrap.
+  Money is rounded to the package's rounding unit whenever the scalar path rounds it. A quotient
+  whose consumer rounds it (a money-typed node, ``round``, ``round_money``, ``floor``, ``ceil``)
+  is rounded exactly in integer arithmetic; any other is computed with Python ``Decimal`` in the
+  scalar path's context and stored at the smallest scale that holds every quotient exactly; a
+  quotient that does not fit exactly sends its row to the scalar path;
 * unknown facts are a separate boolean mask per node (``None`` when statically known); FEEL null
   is polars null;
 * a per-node "fallback" mask marks rows that the vector path cannot decide exactly (a parameter
@@ -596,14 +598,16 @@ class Batch:
         key = parts[0] if len(parts) == 1 else pl.concat_str(parts, separator="\x1f")
         mapping = {"\x1f".join(k): encode(v) for k, v in entries.items()}
         unk = _or(*(d.unk for d in dims))
-        if len(dims) == 1 and dims[0].kind in ("str", "bool") and len(mapping) <= 16 and all(
+        if all(d.kind in ("str", "bool") for d in dims) and len(mapping) <= 16 and all(
                 v is not None for v in mapping.values()):
-            # a few keys: a chain of equality tests on the dimension itself (several times faster
-            # than replacing strings); a key that is not in the table gives null, i.e. "missing"
-            dim, chain = dims[0], None
-            for k, value in mapping.items():
-                test = dim.val == (k == "true" if dim.kind == "bool" else k)
-                chain = (pl.when(test) if chain is None else chain.when(test)).then(pl.lit(value, dtype=dtype))
+            # a few keys: a chain of equality tests on the dimensions themselves (several times
+            # faster than building and replacing strings); a key that is not in the table gives
+            # null, i.e. "missing"
+            chain = None
+            for key_parts, value in entries.items():
+                tests = [d.val == (k == "true" if d.kind == "bool" else k) for d, k in zip(dims, key_parts)]
+                test = tests[0] if len(tests) == 1 else pl.all_horizontal(tests)
+                chain = (pl.when(test) if chain is None else chain.when(test)).then(pl.lit(encode(value), dtype=dtype))
             assert chain is not None
             val = chain.otherwise(pl.lit(None, dtype=dtype))
             missing = val.is_null()
@@ -695,8 +699,8 @@ class Batch:
                     unk_parts.append(tu)
             false = pl.any_horizontal(false_parts) if false_parts else pl.lit(False)
             unknown = pl.any_horizontal(unk_parts) if unk_parts else pl.lit(False)
-            status_cols.append(pl.when(false).then(pl.lit(0, dtype=pl.Int8))
-                               .when(unknown).then(pl.lit(2, dtype=pl.Int8)).otherwise(pl.lit(1, dtype=pl.Int8))
+            # 0 false, else 1 + unknown (arithmetic: cheaper than a when chain)
+            status_cols.append((false.not_().cast(pl.Int8) * (unknown.cast(pl.Int8) + pl.lit(1, dtype=pl.Int8)))
                                .alias(f"{stem}s{i}"))
             outs.append([scope.settle(self.expr(e, scope)) for e in row.outputs])
         if status_cols:
@@ -731,6 +735,11 @@ class Batch:
             first_status = pl.coalesce([pl.when(s != 0).then(s) for s in st.values()]) if st else pl.lit(None, dtype=pl.Int8)
             unknown = (first_status == 2).fill_null(False)
             matched = (first_status == 1).fill_null(False)
+            if st:  # computed once here rather than inside every output and mask that reads them
+                scope.df = _with(scope.df, [first.alias(f"{stem}first"), unknown.alias(f"{stem}unknown"),
+                                            matched.alias(f"{stem}matched")])
+                first, unknown, matched = (pl.col(f"{stem}first"), pl.col(f"{stem}unknown"),
+                                           pl.col(f"{stem}matched"))
             pick = {i: first == i for i in st}
             fired_expr: Any = pl.when(matched).then(pl.concat_list([
                 pl.when(first == i).then(pl.lit(ids[i])) for i in st]).list.drop_nulls()) if st else None
@@ -738,6 +747,11 @@ class Batch:
             unknown = any_unknown
             matched = (n_true > 0) & unknown.not_()
             first = pl.coalesce([pl.when(s == 1).then(pl.lit(i)) for i, s in st.items()]) if st else pl.lit(None, dtype=pl.Int32)
+            if st:  # computed once here rather than inside every output and mask that reads them
+                scope.df = _with(scope.df, [first.alias(f"{stem}first"), unknown.alias(f"{stem}unknown"),
+                                            matched.alias(f"{stem}matched"), n_true.alias(f"{stem}n")])
+                first, unknown, matched, n_true = (pl.col(f"{stem}first"), pl.col(f"{stem}unknown"),
+                                                   pl.col(f"{stem}matched"), pl.col(f"{stem}n"))
             pick = {i: first == i for i in st}
             fired_expr = all_fired
             if hit == "U":
@@ -1151,11 +1165,11 @@ class Batch:
             born = vs[0].val
             y, mo, da = self.as_of.year, self.as_of.month, self.as_of.day
             before = (pl.lit(mo) < born.dt.month()) | ((pl.lit(mo) == born.dt.month()) & (pl.lit(da) < born.dt.day()))
-            val = (pl.lit(y, dtype=pl.Int64) - born.dt.year().cast(pl.Int64) - before.cast(pl.Int64)).cast(I128)
-            return V("num", val, unk, fb, 0)
+            val = pl.lit(y, dtype=pl.Int64) - born.dt.year().cast(pl.Int64) - before.cast(pl.Int64)
+            return _with_bounds(V("num", val, unk, fb, 0), (-10_000, 10_000))  # years 1..9999
         if fn == "days_between":
             a, b = vs[0].val, vs[1].val
-            return V("num", (b - a).dt.total_days().cast(I128), unk, fb, 0)
+            return _with_bounds(V("num", (b - a).dt.total_days().cast(I64), unk, fb, 0), (-3_660_000, 3_660_000))
         if fn == "months_between":
             a, b = vs[0].val, vs[1].val
             months = ((b.dt.year().cast(pl.Int64) - a.dt.year().cast(pl.Int64)) * 12
@@ -1164,7 +1178,7 @@ class Batch:
             last = b.dt.month_end().dt.day()
             val = (pl.when((months > 0) & (bd < ad) & (bd != last)).then(months - 1)
                    .when((months < 0) & (bd > ad)).then(months + 1).otherwise(months))
-            return V("num", val.cast(I128), unk, fb, 0)
+            return _with_bounds(V("num", val.cast(I64), unk, fb, 0), (-120_000, 120_000))
         if fn == "add_days":
             d, n = vs[0], vs[1]
             if n.scale != 0:
