@@ -1320,10 +1320,18 @@ class Batch:
             b = body.bounds
             whole = None if b is None else members * max(abs(b[0]), abs(b[1]))
             exprs.append(running(picked, I64 if whole is not None and whole <= NARROW else I128, "val"))
-        sums = self.m.df.lazy().select(exprs).collect() if exprs else pl.DataFrame()
-        zero = pl.DataFrame([pl.Series(c, [0], dtype=sums[c].dtype) for c in sums.columns])
-        sums = pl.concat([zero, sums])  # row i + 1: the running sum through member i
-        totals = {c: sums[c].gather(ends) - sums[c].gather(starts) for c in sums.columns}
+        totals: dict[str, pl.Series] = {}
+        if exprs and members:
+            sums = self.m.df.lazy().select(exprs).collect()
+            # per household: the running sum at its last member minus the one just before its
+            # first (none for the first household); 0 without members
+            at_end = sums[(ends - 1).clip(0, members - 1)]
+            before = sums[(starts - 1).clip(0, members - 1)]
+            has, inner = counts > 0, starts > 0
+            totals = pl.select([pl.when(has).then(at_end[c] - pl.when(inner).then(before[c]).otherwise(0))
+                                .otherwise(0).alias(c) for c in sums.columns]).to_dict()
+        elif exprs:  # no members at all
+            totals = {e.meta.output_name(): pl.repeat(0, len(counts), dtype=I64, eager=True) for e in exprs}
         out = {k: totals[k] > 0 for k in ("unk", "fb", "hit") if k in totals}
         out.setdefault("unk", pl.repeat(False, self.h.df.height, eager=True))
         if fn in ("count", "sum"):
