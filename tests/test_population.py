@@ -8,6 +8,7 @@ import subprocess
 import sys
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 import pytest
@@ -204,3 +205,31 @@ def test_cli_exit_codes(tmp_path: Path, synth_file: Path) -> None:
     assert main(["synth", "--households", "5", "--province", "mars", "--out", str(tmp_path / "m.jsonl")]) == 3
     assert main(["screen", str(out), "--policy", str(ROOT / "policies/hebei"), "--as-of", "July", "--out",
                  str(tmp_path / "x.jsonl")]) == 3
+
+
+def test_prefetched_chunks_keep_order_and_raise_the_readers_error_in_place() -> None:
+    """screen reads the next chunk in a thread: items come in order, an error in the reader is
+    raised where its item would have come, and stopping early ends the reader."""
+    assert list(P._prefetched(iter(range(50)))) == list(range(50))
+
+    def failing() -> Any:
+        yield 1
+        yield 2
+        raise ValueError("bad chunk")
+
+    seen: list[int] = []
+    with pytest.raises(ValueError, match="bad chunk"):
+        for item in P._prefetched(failing()):
+            seen.append(item)
+    assert seen == [1, 2]
+    pulled: list[int] = []
+
+    def counting() -> Any:
+        for i in range(1000):
+            pulled.append(i)
+            yield i
+
+    for item in P._prefetched(counting()):
+        if item == 3:
+            break
+    assert len(pulled) <= 6  # read ahead by at most about one item, then stopped

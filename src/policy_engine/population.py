@@ -423,6 +423,47 @@ def _chunks(path: str | os.PathLike[str], engine: Any, chunk_size: int, errors: 
         yield frame.drop(ID_COLUMN, ROW_COLUMN), frame[ID_COLUMN], frame[ROW_COLUMN]
 
 
+def _prefetched(chunks: Iterator[Any]) -> Iterator[Any]:
+    """The items of ``chunks``, the next one read in a background thread while the caller works
+    on the current one (polars releases the GIL while it reads and converts: on two cores,
+    reading chunk k + 1 overlaps deciding chunk k). At most one chunk is read ahead; an error
+    in the reader is raised here, where the item would have been."""
+    import queue
+    import threading
+
+    box: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=1)
+    stop = threading.Event()
+
+    def read() -> None:
+        try:
+            for item in chunks:
+                while not stop.is_set():
+                    try:
+                        box.put(("item", item), timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            box.put(("end", None))
+        except BaseException as exc:  # handed to the consumer
+            box.put(("error", exc))
+
+    thread = threading.Thread(target=read, name="policy-engine-reader", daemon=True)
+    thread.start()
+    try:
+        while True:
+            kind, item = box.get()
+            if kind == "end":
+                return
+            if kind == "error":
+                raise item
+            yield item
+    finally:
+        stop.set()
+        thread.join()
+
+
 def count_rows(path: str | os.PathLike[str]) -> int | None:
     """Households in the file (cheap: Parquet metadata, or counting lines); None if unknown."""
     p = Path(path)
@@ -729,7 +770,7 @@ def screen(engine: Any, input_path: str | os.PathLike[str], out: str | os.PathLi
         handle = stack.enter_context(open(out, "w", encoding="utf-8", newline="\n")) \
             if out_kind == "jsonl" else None
         parts: list[str] = []
-        for population, ids, rows in _chunks(input_path, engine, chunk_size, result.errors):
+        for population, ids, rows in _prefetched(_chunks(input_path, engine, chunk_size, result.errors)):
             decided = decide_batch(engine, population, as_of, decisions=decisions)
             table = pl.concat([pl.DataFrame([ids.alias(ID_COLUMN), rows.alias(ROW_COLUMN)]), decided],
                               how="horizontal")
