@@ -219,8 +219,7 @@ def test_prefetched_chunks_keep_order_and_raise_the_readers_error_in_place() -> 
 
     seen: list[int] = []
     with pytest.raises(ValueError, match="bad chunk"):
-        for item in P._prefetched(failing()):
-            seen.append(item)
+        seen.extend(P._prefetched(failing()))
     assert seen == [1, 2]
     pulled: list[int] = []
 

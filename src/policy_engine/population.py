@@ -446,7 +446,7 @@ def _prefetched(chunks: Iterator[Any]) -> Iterator[Any]:
                 if stop.is_set():
                     return
             box.put(("end", None))
-        except BaseException as exc:  # handed to the consumer
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer, which raises it
             box.put(("error", exc))
 
     thread = threading.Thread(target=read, name="policy-engine-reader", daemon=True)

@@ -603,7 +603,7 @@ class Batch:
             # a few keys: a chain of equality tests on the dimensions themselves (several times
             # faster than building and replacing strings); a key that is not in the table gives
             # null, i.e. "missing"
-            chain = None
+            chain: Any = None
             for key_parts, value in entries.items():
                 tests = [d.val == (k == "true" if d.kind == "bool" else k) for d, k in zip(dims, key_parts)]
                 test = tests[0] if len(tests) == 1 else pl.all_horizontal(tests)
@@ -1304,7 +1304,7 @@ class Batch:
         starts, ends, counts = segments
         members = self.m.df.height
 
-        def running(x: pl.Expr, dtype: pl.DataType, name: str) -> pl.Expr:
+        def running(x: pl.Expr, dtype: Any, name: str) -> pl.Expr:
             if not x.meta.root_names():  # a constant: one value per member
                 x = pl.repeat(x, members)
             return x.fill_null(False if dtype == pl.Boolean else 0).cast(I64 if dtype == pl.Boolean else dtype) \
@@ -1332,10 +1332,10 @@ class Batch:
                                 .otherwise(0).alias(c) for c in sums.columns]).to_dict()
         elif exprs:  # no members at all
             totals = {e.meta.output_name(): pl.repeat(0, len(counts), dtype=I64, eager=True) for e in exprs}
-        out = {k: totals[k] > 0 for k in ("unk", "fb", "hit") if k in totals}
+        out: dict[str, pl.Series] = {k: totals[k] > 0 for k in ("unk", "fb", "hit") if k in totals}
         out.setdefault("unk", pl.repeat(False, self.h.df.height, eager=True))
         if fn in ("count", "sum"):
-            out["val"] = totals["val"] if "val" in totals else counts
+            out["val"] = totals.get("val", counts)
         return pl.DataFrame(out)
 
     def _group_aggregate(self, fn: str, c: Any, has_fb: bool) -> pl.DataFrame:
