@@ -103,6 +103,11 @@ _WIDE_MODULE = {
                             "expr": "total + y"},
                   "large": {"type": "boolean", "label": {"zh": "大", "en": "large"}, "expr": "x > y * 1000"},
               }},
+        # C+ adds every matching row's value: four narrow values may sum past Int64
+        "c": {"label": {"zh": "合计", "en": "collect sum"}, "cite": "s",
+              "outputs": {"total": {"type": "decimal", "label": {"zh": "和", "en": "total"}}},
+              "table": {"hit": "C+", "inputs": ["y"], "outputs": ["total"],
+                        "rows": [{"id": f"r{i}", "when": ["-"], "then": ["x"], "cite": "s"} for i in range(4)]}},
     },
 }
 
@@ -126,9 +131,11 @@ def test_values_near_and_beyond_the_int64_bound_equal_the_scalar_path(rows: list
     batch = decide_batch(engine, facts, "2023-07-01")
     names = ["sum", "product", "negated", "rounded", "total", "large"]
     for row, f in zip(batch.iter_rows(named=True), facts):
-        outcome = engine.decide(f, "2023-07-01")["d"]
+        decision = engine.decide(f, "2023-07-01")
+        outcome = decision["d"]
         assert row["d.status"] == outcome.status
         assert [row[f"d.{n}"] for n in names] == [getattr(outcome, n) for n in names], f
+        assert row["c.total"] == decision["c"].total, f
 
 
 # --- member aggregates: running sums over segments, or grouping -----------------------------------
@@ -178,3 +185,21 @@ def test_split_results_equal_decide(huaiyuan_split: tuple[Split, list[dict[str, 
             outcome = decision[node.id]
             assert row[f"{node.id}.status"] == outcome.status, (i, node.id)
             assert row[f"{node.id}.fired_rows"] == list(outcome.fired_rows), (i, node.id)
+
+
+def test_sizes_that_do_not_match_the_members_table_are_refused(huaiyuan_split: tuple[Split, Any]) -> None:
+    split, _ = huaiyuan_split
+    assert split.sizes is not None
+    wrong = Split(split.households, split.members, split.height, checked=True, sizes=split.sizes + 1)
+    with pytest.raises(ValueError, match="Split.sizes does not match"):
+        decide_batch(HUAIYUAN, wrong, "2023-07-01")
+
+
+@pytest.mark.parametrize("x", [NARROW, NARROW - 1, -NARROW, NARROW // 2 + 1])
+def test_a_collect_sum_of_narrow_values_does_not_wrap(x: int) -> None:
+    """Four matching rows of a value just inside Int64's narrow range sum past Int64."""
+    engine = engine_for(_WIDE_MODULE)
+    facts = [{"x": str(x), "y": 1, "z": 1, "members": []}, {"x": "1", "y": 1, "z": 1, "members": []}]
+    batch = decide_batch(engine, facts, "2023-07-01")
+    assert batch["c.total"].to_list() == [engine.decide(f, "2023-07-01")["c"].total for f in facts] == [
+        Decimal(4 * x), Decimal(4)]

@@ -210,7 +210,8 @@ def _round_fixed(val: pl.Expr, scale: int, k: int, mode: str, bounds: tuple[int,
     q = val // dd  # floor
     if mode == "floor":
         return q
-    nonneg = bounds is not None and bounds[0] >= 0
+    # known non-negative (and 2·val + d cannot overflow): one floor division for half up / up
+    nonneg = bounds is not None and bounds[0] >= 0 and 2 * bounds[1] + d < 2 ** 126
     if mode == "ceiling":
         return _int(0, narrow) - ((_int(0, narrow) - val) // dd)
     if nonneg and mode in ("down", "up", "half_up"):
@@ -879,7 +880,7 @@ class Batch:
             val: pl.Expr
             if hit == "C+":
                 any_value = pl.any_horizontal([p.is_not_null() for p in picked])
-                total = pl.sum_horizontal(picked)
+                total = pl.sum_horizontal([p.cast(I128) for p in picked])  # narrow values may sum past Int64
                 val = pl.when(any_value).then(total)
             elif hit == "C<":
                 val = pl.min_horizontal(picked)
@@ -1284,6 +1285,10 @@ class Batch:
             self._segments: tuple[pl.Series, pl.Series, pl.Series] | None = None
             if self.sizes is not None:  # given by the population's builder (read_chunk)
                 counts = self.sizes.cast(I64)
+                if len(counts) != self.h.df.height or counts.sum() != owner.len() or (counts < 0).any():
+                    raise ValueError(f"Split.sizes does not match the members table: {len(counts)} sizes "
+                                     f"summing to {counts.sum()} for {self.h.df.height} cases and "
+                                     f"{owner.len()} members")
                 ends = counts.cum_sum()
                 self._segments = (ends - counts, ends, counts)
             elif owner.is_sorted():
