@@ -1482,7 +1482,7 @@ def _check(series: pl.Series, node: ir.InputNode, rows: pl.Series, member: pl.Se
         return
     for i in bad.arg_true().head(20).to_list():
         position = None if member is None else (
-            member[i] if member is not rows else i - int(rows.search_sorted(rows[i], side="left")))
+            member[i] if member is not rows else int((rows[:i] == rows[i]).sum()))  # members before it
         where = f"[{rows[i]}]" + (f".members[{position}]" if member is not None else "") + "." + ".".join(node.path)
         value = series[i]
         message = (f"{value!r} is not one of {', '.join(node.values)}" if node.type == "enum"
