@@ -962,8 +962,15 @@ class Batch:
             hit = pl.any_horizontal(decides)
             unks = [v.unk for v in vs if v.unk is not None]
             unk = (hit.not_() & pl.any_horizontal(unks)) if unks else None
-            null = pl.any_horizontal([v.val.is_null() for v in vs])
-            val = pl.when(hit).then(pl.lit(stop)).when(null).then(pl.lit(None, dtype=pl.Boolean)).otherwise(pl.lit(not stop))
+            # polars' | and & are Kleene's, as FEEL's or/and are: with unknown operands read as
+            # null, the fold is `stop` where an operand decides, else null where one is null or
+            # unknown, else `not stop` (where the result is unknown, its value is not read). A
+            # fold keeps the expression linear in the depth of nested conditions.
+            known = [v.val if v.unk is None else pl.when(v.unk).then(pl.lit(None, dtype=pl.Boolean)).otherwise(v.val)
+                     for v in vs]
+            val = known[0]
+            for k in known[1:]:
+                val = (val | k) if stop else (val & k)
             # operands are evaluated left to right until one decides
             fb_parts: list[pl.Expr | None] = []
             decided: pl.Expr | None = None
