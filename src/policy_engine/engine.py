@@ -12,7 +12,7 @@ from . import ir
 from .compile import compile_or_raise
 from .diagnostics import Diagnostic, make
 from .evaluate import Backend, Case, NotInForce, Unknown
-from .intake import as_date, read_facts
+from .intake import as_date, facts_reader
 
 Level = Literal["summary", "fails", "full"]
 Lang = Literal["zh", "en"]
@@ -58,25 +58,34 @@ def _show(value: Any) -> str:
     return str(value)
 
 
+#: "not computed yet" for `Decision`'s optional arguments
+_UNKNOWN = object()
+
+
 class Decision(Mapping[str, Outcome]):
     """Every decision of one entity for one case, as of one date. A value, not an error."""
 
     def __init__(self, engine: Engine, facts: Any, as_of: dt.date, entity: str,
-                 outcomes: dict[str, Outcome], events: tuple[tuple[Any, ...], ...] | None):
+                 outcomes: dict[str, Outcome], events: tuple[tuple[Any, ...], ...] | list[tuple[Any, ...]] | None,
+                 version: ir.Version | None | object = _UNKNOWN, status: str | None = None):
+        # `version` and `status`, when given, are those computed below (`Engine.decide` has them)
         self._engine = engine
         self._facts = facts
         self.as_of = as_of
         self.entity = entity
         self._outcomes = outcomes
         self._events = events
-        version = engine._version_at(as_of)
-        self.policy_version = version.version if version else None
+        if version is _UNKNOWN:
+            version = engine._version_at(as_of)
+        self.policy_version = version.version if isinstance(version, ir.Version) else None
+        if status is None:
+            status = "decided"
+            for outcome in outcomes.values():
+                if outcome.status == "needs_information":
+                    status = "needs_information"
+                    break
         #: "needs_information" when any decision needs facts that were not given, else "decided"
-        self.status = "decided"
-        for outcome in outcomes.values():
-            if outcome.status == "needs_information":
-                self.status = "needs_information"
-                break
+        self.status = status
 
     def __getitem__(self, decision_id: str) -> Outcome:
         try:
@@ -97,10 +106,15 @@ class Decision(Mapping[str, Outcome]):
     @property
     def events(self) -> tuple[tuple[Any, ...], ...]:
         """The trace; recorded now if the decision was made with ``trace=False``."""
-        if self._events is None:
-            self._events = self._engine.decide(self._facts, self.as_of, self.entity, trace=True)._events
-        assert self._events is not None
-        return self._events
+        events = self._events
+        if events is None:
+            recorded = self._engine.decide(self._facts, self.as_of, self.entity, trace=True).events
+        elif type(events) is list:  # as `Engine.decide` recorded it: made a tuple once, when first read
+            recorded = tuple(events)
+        else:
+            return events  # type: ignore[return-value]  # a tuple: made above by an earlier read
+        self._events = recorded
+        return recorded
 
     @property
     def policy(self) -> ir.CompiledPolicy:
@@ -141,6 +155,8 @@ class Engine:
             self._by_entity.setdefault(decision.entity, []).append(decision)
         #: day -> the package version in force (a pure function of the immutable policy)
         self._versions: dict[dt.date, ir.Version | None] = {}
+        #: entity -> `intake.read_facts` for this policy's inputs and that entity
+        self._readers: dict[str, Any] = {}
         #: (table owner, fired row indices) -> the fired row ids
         self._fired_ids: dict[tuple[str, tuple[int, ...]], tuple[str, ...]] = {}
 
@@ -206,41 +222,50 @@ class Engine:
             raise FactsError([make("PE403", f"unknown entity `{entity}`", path="entity",
                                    hint=did_you_mean(entity, ENTITIES) or f"one of {', '.join(ENTITIES)}")])
         wanted = self._by_entity.get(entity, ()) if decisions is None else self.select(entity, decisions)
-        values, members = read_facts(self.policy.inputs, facts, entity)
-        backend = self._backend(trace)
+        reader = self._readers.get(entity)
+        if reader is None:
+            reader = self._readers[entity] = facts_reader(self.policy.inputs, entity)
+        values, members = reader(facts)
+        backend = self._backends.get(trace)
+        runners = (backend if backend is not None else self._backend(trace)).runners
         events: list[tuple[Any, ...]] | None = [] if trace else None
         case = Case(values, members, day, events)
-        if self._version_at(day) is None:  # before (or after) every version of the package
+        case_outcomes, case_fired = case.outcomes, case.fired
+        version = self._versions[day] if day in self._versions else self._version_at(day)
+        if version is None:  # before (or after) every version of the package
             windows = ", ".join(f"{v.version}: {v.start}..{v.end or ''}" for v in self.policy.versions)
             reason = f"package `{self.policy.id}` has no version in force on {day.isoformat()} ({windows})"
             for node in wanted:
-                case.outcomes[node.id] = ("not_in_force", {}, reason, node.cites)
+                case_outcomes[node.id] = ("not_in_force", {}, reason, node.cites)
                 if events is not None:
                     events.append(("decision", node.id, "not_in_force", reason))
-        for node in wanted:
-            if node.id in case.outcomes:
-                continue
-            try:
-                backend.runners[node.id](case)
-            except NotInForce as stop:  # pragma: no cover - runners catch their own
-                case.outcomes[node.id] = ("not_in_force", {}, stop.reason, stop.cites)
         outcomes: dict[str, Outcome] = {}
-        case_outcomes, case_fired = case.outcomes, case.fired
+        decision_status = "decided"
         for node in wanted:
             node_id = node.id
+            if node_id not in case_outcomes:
+                try:
+                    runners[node_id](case)
+                except NotInForce as stop:  # pragma: no cover - runners catch their own
+                    case_outcomes[node_id] = ("not_in_force", {}, stop.reason, stop.cites)
+            # final now: a runner returns at once for a decision that has an outcome
             status, outputs, detail, cites = case_outcomes[node_id]
-            why: str | None
-            if status == "decided":
-                missing: tuple[str, ...] = ()
-                why = None
-            else:
-                missing = tuple(detail) if status == "needs_information" else ()
-                why = detail if status == "not_in_force" else None
+            # `outputs` is this case's own dict (made by the runner, or a fresh `{}`): no copy
             rows = case_fired.get(node_id)
-            outcomes[node_id] = Outcome(node_id, status, dict(outputs), missing, why, node.label,
-                                        tuple(cites) or node.cites,
-                                        self._fired_rows(node_id, rows) if rows is not None else ())
-        return Decision(self, facts, day, entity, outcomes, tuple(events) if events is not None else None)
+            fired = self._fired_rows(node_id, rows) if rows is not None else ()
+            if status == "decided":  # the runner gives no cites then: the decision's own
+                outcomes[node_id] = Outcome(node_id, status, outputs, (), None, node.label, node.cites, fired)
+                continue
+            if status == "needs_information":
+                decision_status = status
+                missing: tuple[str, ...] = tuple(detail)
+            else:
+                missing = ()
+            outcomes[node_id] = Outcome(node_id, status, outputs, missing,
+                                        detail if status == "not_in_force" else None, node.label,
+                                        tuple(cites) or node.cites, fired)
+        # the events list is this case's own: `Decision.events` makes it a tuple when first read
+        return Decision(self, facts, day, entity, outcomes, events, version, decision_status)
 
     def decide_batch(self, population: Any, as_of: dt.date | str, decisions: list[str] | None = None,
                      entity: str = "household") -> Any:

@@ -56,11 +56,12 @@ class Unknown:
 
 
 def _merge(*values: Any) -> Unknown:
-    missing: frozenset[str] = frozenset()
+    missing: frozenset[str] | None = None
     for v in values:
         if type(v) is Unknown:
-            missing = missing | v.missing
-    return Unknown(missing)
+            # the first unknown's set as it is (frozen), a union only from the second on
+            missing = v.missing if missing is None else missing | v.missing
+    return Unknown(frozenset() if missing is None else missing)
 
 
 class NotInForce(Exception):
@@ -90,32 +91,165 @@ class Case:
 Fn = Callable[[Case, Any], Any]
 
 
+# Note: Decimal methods are called with positional arguments (rounding, context): the same call,
+# but keyword arguments make `quantize` about three times slower in CPython's _decimal.
+
 def _round(value: Any, rounding: ir.Rounding) -> Any:
     t = type(value)
     if t is Decimal:  # Decimal(value) would only copy it
-        return value.quantize(rounding.unit, rounding=ROUNDING_MODES[rounding.mode], context=CONTEXT)
+        return value.quantize(rounding.unit, ROUNDING_MODES[rounding.mode], CONTEXT)
     if t is int:
-        return Decimal(value).quantize(rounding.unit, rounding=ROUNDING_MODES[rounding.mode], context=CONTEXT)
+        return Decimal(value).quantize(rounding.unit, ROUNDING_MODES[rounding.mode], CONTEXT)
     return value
 
 
-def _cmp(op: str, a: Any, b: Any) -> bool | None:
+# One function per comparison operator (chosen when a closure is built, not per call): null on
+# either side gives null, and values that cannot be ordered (TypeError) give null.
+
+def _lt(a: Any, b: Any) -> bool | None:
     if a is None or b is None:
         return None
     try:
-        if op == "<":
-            return bool(a < b)
-        if op == "<=":
-            return bool(a <= b)
-        if op == ">":
-            return bool(a > b)
-        if op == ">=":
-            return bool(a >= b)
-        if op == "==":
-            return bool(a == b)
+        return bool(a < b)
+    except TypeError:
+        return None
+
+
+def _le(a: Any, b: Any) -> bool | None:
+    if a is None or b is None:
+        return None
+    try:
+        return bool(a <= b)
+    except TypeError:
+        return None
+
+
+def _gt(a: Any, b: Any) -> bool | None:
+    if a is None or b is None:
+        return None
+    try:
+        return bool(a > b)
+    except TypeError:
+        return None
+
+
+def _ge(a: Any, b: Any) -> bool | None:
+    if a is None or b is None:
+        return None
+    try:
+        return bool(a >= b)
+    except TypeError:
+        return None
+
+
+def _eq(a: Any, b: Any) -> bool | None:
+    if a is None or b is None:
+        return None
+    try:
+        return bool(a == b)
+    except TypeError:
+        return None
+
+
+def _ne(a: Any, b: Any) -> bool | None:
+    if a is None or b is None:
+        return None
+    try:
         return bool(a != b)
     except TypeError:
         return None
+
+
+_COMPARE: dict[str, Callable[[Any, Any], bool | None]] = {
+    "<": _lt, "<=": _le, ">": _gt, ">=": _ge, "==": _eq, "!=": _ne,
+}
+
+
+def _rounder(rounding: ir.Rounding) -> Callable[[Any], Any]:
+    """``_round`` with the unit and mode bound: ``lambda v: _round(v, rounding)``, fewer lookups."""
+    unit = rounding.unit
+    mode = ROUNDING_MODES[rounding.mode]
+    quantize = Decimal.quantize
+
+    def round_money(value: Any) -> Any:
+        t = type(value)
+        if t is Decimal:
+            return quantize(value, unit, mode, CONTEXT)
+        if t is int:
+            return quantize(Decimal(value), unit, mode, CONTEXT)
+        return value
+    return round_money
+
+
+#: members whose per-member memo keys are built in advance (a larger household builds its keys
+#: per call: the same tuples, only allocated)
+_MEMBER_KEYS = 32
+
+
+def _outputs(fns: list[Fn]) -> Callable[[Case, Any], tuple[Any, ...]]:
+    """A table row's output cells as one function giving their tuple, evaluated in order."""
+    if len(fns) == 1:
+        only = fns[0]
+        return lambda c, m: (only(c, m),)
+    return lambda c, m: tuple([f(c, m) for f in fns])
+
+
+def _literal(test: ir.Test) -> Any:
+    """For a cell ``== literal`` (``true``, ``"north"``, ``3``): the literal, which the table
+    loop then tests inline; ``_NO_LITERAL`` for any other cell.
+
+    Inline, for a value that is not Unknown, the cell passes when ``value == literal``, which
+    is what ``_test``'s ``compare_const`` computes: ``_eq`` gives null (no pass) for a null
+    value, and ``None == literal`` is False too; ``==`` between the engine's value types never
+    raises and gives a bool. A literal of another type than bool, str, int or Decimal (or null)
+    is left to ``_test``."""
+    if (test.kind == "compare" and (test.op or "==") == "==" and isinstance(test.a, ir.Const)
+            and type(test.a.value) in (bool, str, int, Decimal)):
+        return test.a.value
+    return _NO_LITERAL
+
+
+def _binary_checked(raw: Callable[[Any, Any], Any], a: Any, b: Any) -> Any:
+    """An arithmetic node's value, checking its operands first: unknown spreads, null gives
+    null, division by zero gives null. (The node's closure tries ``raw`` directly first.)"""
+    if type(a) is Unknown or type(b) is Unknown:
+        return _merge(a, b)
+    if a is None or b is None:
+        return None
+    try:
+        return raw(a, b)
+    except (DivisionByZero, InvalidOperation, ZeroDivisionError):
+        return None  # FEEL: division by zero is null
+
+
+def _call2_checked(impl: Callable[[Any, Any], Any], a: Any, b: Any) -> Any:
+    """A two-argument function on evaluated arguments: unknown spreads, null gives null."""
+    if type(a) is Unknown or type(b) is Unknown:
+        return _merge(a, b)
+    if a is None or b is None:
+        return None
+    try:
+        return impl(a, b)
+    except (OverflowError, ValueError, InvalidOperation):
+        return None
+
+
+def _sum_rest(c: Case, body: Fn, plus: Callable[[Any, Any], Any], total: Any, value: Any,
+              start: int, n: int) -> Any:
+    """``sum(members, body)`` from the first value its fast loop could not add (``value``, of
+    member ``start - 1``; ``total`` is the sum before it): the remaining members are evaluated,
+    then, as in the checked sum, unknown spreads, null values are left out, and the rest is
+    added in member order (so a bad value raises after every member was evaluated, as before)."""
+    values = [value]
+    for i in range(start, n):
+        values.append(body(c, i))
+    unknown = [v for v in values if type(v) is Unknown]
+    if unknown:
+        return _merge(*unknown)
+    for v in values:
+        if v is not None:
+            total = plus(total, v)
+    return total
 
 
 def _age(born: dt.date, on: dt.date) -> int:
@@ -148,6 +282,7 @@ class Backend:
         self.decisions: dict[str, ir.DecisionNode] = {d.id: d for d in policy.decisions}
         self.runners: dict[str, Callable[[Case], None]] = {}
         self._pending: dict[str, ir.DerivedNode] = {}
+        self._keys_used = 0  # see `_member_keys`
         names = [n.name for n in policy.inputs] + [p.name for p in policy.parameters]
         names += [d.name for d in policy.derived] + [o.name for d in policy.decisions for o in d.outputs]
         #: every getter name is defined exactly once, so a reference may bind to its getter directly
@@ -167,6 +302,14 @@ class Backend:
             for output in decision.outputs:
                 self.getters[output.name] = self._output_getter(decision.id, output.name)
 
+    def _member_keys(self) -> list[int]:
+        """Memo keys for one member-level value, members 0 to ``_MEMBER_KEYS - 1``: small ints,
+        unique in this backend, so cheaper to hash than a (name, member) tuple. Other memo keys
+        are names (str) or tuples, and members beyond these use a tuple, so keys never clash."""
+        base = self._keys_used
+        self._keys_used += _MEMBER_KEYS
+        return list(range(base, base + _MEMBER_KEYS))
+
     # -- leaves -------------------------------------------------------------------------------
 
     def _input(self, node: ir.InputNode) -> Fn:
@@ -174,27 +317,42 @@ class Backend:
         tracing = self.tracing
         path = ".".join(node.path)
         if node.entity == "member":
+            # A member's row is read directly; the two rare cases are the exceptions: the fact is
+            # absent (KeyError), or the household has no member list (TypeError: None[m]).
             if not tracing:
                 def member_input_plain(c: Case, m: Any) -> Any:
-                    members = c.members
-                    if members is None:
+                    try:
+                        return c.members[m][name]  # type: ignore[index]
+                    except KeyError:
+                        return Unknown(frozenset((f"members[{m}].{path}",)))
+                    except TypeError:
+                        if c.members is not None:
+                            raise
                         return Unknown(frozenset(("members",)))
-                    value = members[m].get(name, _ABSENT)
-                    if value is _ABSENT:
-                        value = Unknown(frozenset((f"members[{m}].{path}",)))
-                    return value
                 return member_input_plain
 
+            # the memo key of "input `name` of member m already traced", built in advance
+            keys = self._member_keys()
+
             def member_input(c: Case, m: Any) -> Any:
-                members = c.members
-                if members is None:
-                    return Unknown(frozenset(("members",)))
-                value = members[m].get(name, _ABSENT)
-                if value is _ABSENT:
+                try:
+                    value = c.members[m][name]  # type: ignore[index]
+                except KeyError:
                     value = Unknown(frozenset((f"members[{m}].{path}",)))
-                if c.trace is not None and ("i", name, m) not in c.memo:
-                    c.memo[("i", name, m)] = True
-                    c.trace.append(("input", name, m, value))
+                except TypeError:
+                    if c.members is not None:
+                        raise
+                    return Unknown(frozenset(("members",)))
+                try:
+                    key = keys[m]
+                except IndexError:
+                    key = ("i", name, m)
+                memo = c.memo
+                if key not in memo:  # the first read of this fact of this member: traced
+                    memo[key] = True
+                    trace = c.trace
+                    if trace is not None:
+                        trace.append(("input", name, m, value))
                 return value
             return member_input
 
@@ -206,12 +364,14 @@ class Backend:
                 return value
             return entity_input_plain
 
+        seen = ("i", name)  # memo key: this input already traced
+
         def entity_input(c: Case, m: Any) -> Any:
             value = c.values.get(name, _ABSENT)
             if value is _ABSENT:
                 value = Unknown(frozenset((path,)))
-            if tracing and c.trace is not None and ("i", name) not in c.memo:
-                c.memo[("i", name)] = True
+            if c.trace is not None and seen not in c.memo:
+                c.memo[seen] = True
                 c.trace.append(("input", name, None, value))
             return value
         return entity_input
@@ -297,7 +457,9 @@ class Backend:
     def _derived(self, node: ir.DerivedNode) -> Fn:
         name = node.name
         tracing = self.tracing
-        rounding = self.policy.rounding
+        round_money = _rounder(self.policy.rounding)
+        unit = self.policy.rounding.unit
+        mode = ROUNDING_MODES[self.policy.rounding.mode]
         money = node.type == "money"
         if node.table is not None:
             table = self._table(node.table)
@@ -309,17 +471,25 @@ class Backend:
             compute = self.expr(node.expr)
 
         if node.entity == "member":
+            keys = self._member_keys()  # memo keys, built in advance
+
             def member_value(c: Case, m: Any) -> Any:
-                key = (name, m)
+                try:
+                    key = keys[m]
+                except (IndexError, TypeError):
+                    key = (name, m)
                 memo = c.memo
                 if key in memo:
                     return memo[key]
                 value = compute(c, m)
-                if money:
-                    value = _round(value, rounding)
+                if money:  # `round_money(value)`, inline for the usual Decimal
+                    value = (value.quantize(unit, mode, CONTEXT) if type(value) is Decimal
+                             else round_money(value))
                 memo[key] = value
-                if tracing and c.trace is not None:
-                    c.trace.append(("derived", name, m, value))
+                if tracing:
+                    trace = c.trace
+                    if trace is not None:
+                        trace.append(("derived", name, m, value))
                 return value
             return member_value
 
@@ -328,11 +498,14 @@ class Backend:
             if name in memo:
                 return memo[name]
             value = compute(c, None)
-            if money:
-                value = _round(value, rounding)
+            if money:  # `round_money(value)`, inline for the usual Decimal
+                value = (value.quantize(unit, mode, CONTEXT) if type(value) is Decimal
+                         else round_money(value))
             memo[name] = value
-            if tracing and c.trace is not None:
-                c.trace.append(("derived", name, None, value))
+            if tracing:
+                trace = c.trace
+                if trace is not None:
+                    trace.append(("derived", name, None, value))
             return value
         return entity_value
 
@@ -355,126 +528,103 @@ class Backend:
     def _decision(self, node: ir.DecisionNode) -> Callable[[Case], None]:
         table = self._table(node.table) if node.table is not None else None
         table_index = {name: i for i, name in enumerate(node.table.outputs)} if node.table else {}
+        round_money = _rounder(self.policy.rounding)
+        #: outputs that come from the table: (qualified name, table column, money?)
+        from_table: list[tuple[str, int, bool]] = []
         steps: list[tuple[str, str, Fn | None, bool]] = []
         for output in node.outputs:
             fn = self.expr(output.expr) if output.expr is not None else None
-            steps.append((output.name, output.short, fn, output.type == "money"))
-        rounding = self.policy.rounding
+            money = output.type == "money"
+            steps.append((output.name, output.short, fn, money))
+            if fn is None:
+                from_table.append((output.name, table_index[output.short], money))
         tracing = self.tracing
         window = node.in_force
         decision_id = node.id
         cites = node.cites
+        decided_event = ("decision", decision_id, "decided", None)  # immutable: one tuple for every case
 
         def run(c: Case) -> None:
-            if decision_id in c.outcomes:
+            outcomes = c.outcomes
+            if decision_id in outcomes:
                 return
             if window is not None and not window.contains(c.as_of):
                 reason = (f"not in force on {c.as_of.isoformat()} (in force "
                           f"{window.start.isoformat()} to {window.end.isoformat() if window.end else 'open'})")
-                c.outcomes[decision_id] = ("not_in_force", {}, reason, cites)
+                outcomes[decision_id] = ("not_in_force", {}, reason, cites)
                 if tracing and c.trace is not None:
                     c.trace.append(("decision", decision_id, "not_in_force", reason))
                 return
-            c.outcomes[decision_id] = ("running", {}, None, ())
+            outcomes[decision_id] = _RUNNING
+            trace = c.trace if tracing else None
+            memo = c.memo
             values: dict[str, Any] = {}
+            unknown = False
             try:
-                table_values = table(c, None) if table is not None else ()
-                # the table's outputs first, so that expressions may name any of them,
-                # whatever order the outputs are written in
+                if table is not None:
+                    table_values = table(c, None)
+                    # the table's outputs first, so that expressions may name any of them,
+                    # whatever order the outputs are written in
+                    for qualified, column, money in from_table:
+                        value = table_values[column]
+                        memo[qualified] = round_money(value) if money else value
                 for qualified, short, fn, money in steps:
                     if fn is None:
-                        value = table_values[table_index[short]]
-                        c.memo[qualified] = _round(value, rounding) if money else value
-                for qualified, short, fn, money in steps:
-                    if fn is None:
-                        value = c.memo[qualified]
+                        value = memo[qualified]  # rounded above (rounding again changes nothing)
                     else:
                         value = fn(c, None)
-                    if money:
-                        value = _round(value, rounding)
-                    c.memo[qualified] = value
+                        if money:
+                            value = round_money(value)
+                        memo[qualified] = value
                     values[short] = value
-                    if tracing and c.trace is not None:
-                        c.trace.append(("output", decision_id, short, value))
+                    if type(value) is Unknown:
+                        unknown = True
+                    if trace is not None:
+                        trace.append(("output", decision_id, short, value))
             except NotInForce as stop:
-                c.outcomes[decision_id] = ("not_in_force", {}, stop.reason, stop.cites)
-                if tracing and c.trace is not None:
-                    c.trace.append(("decision", decision_id, "not_in_force", stop.reason))
+                outcomes[decision_id] = ("not_in_force", {}, stop.reason, stop.cites)
+                if trace is not None:
+                    trace.append(("decision", decision_id, "not_in_force", stop.reason))
                 return
-            unknown = [v for v in values.values() if type(v) is Unknown]
             if unknown:
-                missing = tuple(sorted(_merge(*unknown).missing))
-                c.outcomes[decision_id] = ("needs_information", values, missing, ())
-                if tracing and c.trace is not None:
-                    c.trace.append(("decision", decision_id, "needs_information", missing))
+                missing = tuple(sorted(_merge(*values.values()).missing))  # (_merge skips the known)
+                outcomes[decision_id] = ("needs_information", values, missing, ())
+                if trace is not None:
+                    trace.append(("decision", decision_id, "needs_information", missing))
             else:
-                c.outcomes[decision_id] = ("decided", values, None, ())
-                if tracing and c.trace is not None:
-                    c.trace.append(("decision", decision_id, "decided", None))
+                outcomes[decision_id] = ("decided", values, None, ())
+                if trace is not None:
+                    trace.append(decided_event)
         return run
 
     # -- tables ---------------------------------------------------------------------------------
 
     def _table(self, table: ir.Table) -> Callable[[Case, Any], tuple[Any, ...]]:
+        """The table as a closure: rows tried in order, each input column evaluated when a row
+        first needs it. Hit policy F returns as soon as a row fires; the other hit policies
+        collect the rows that match and combine them (``_apply_hit``)."""
         inputs = [self.expr(e) for e in table.inputs]
-        rows = []
-        for index, row in enumerate(table.rows):
-            tests = [(i, self._test(t)) for i, t in enumerate(row.tests) if t.kind != "any"]
-            outputs = [self.expr(e) for e in row.outputs]
-            rows.append((index, row.id, tests, outputs, row.in_force))
-        defaults = [self.expr(d) if d is not None else None for d in table.defaults]
         hit = table.hit
         owner = table.owner
-        tracing = self.tracing
+        #: per row: index, tests (column, test), outputs, window, and, for when it fires alone,
+        #: its fired-row indices and its trace event (immutable tuples, shared by every case)
+        rows = []
+        for index, row in enumerate(table.rows):
+            tests = [(i, self._test(t), _literal(t)) for i, t in enumerate(row.tests) if t.kind != "any"]
+            outputs = _outputs([self.expr(e) for e in row.outputs])
+            rows.append((index, tests, outputs, row.in_force, (index,), ("fired", owner, (index,), hit)))
+        defaults = [self.expr(d) if d is not None else None for d in table.defaults]
+        first = hit == "F"
+        n_in = len(inputs)
         n_out = len(table.outputs)
         priorities = [{v: i for i, v in enumerate(p)} for p in table.priorities]
         row_ids = [r.id for r in table.rows]
         policy = self.policy
 
-        def evaluate(c: Case, m: Any) -> tuple[Any, ...]:
-            trace = c.trace if tracing else None
-            actual: list[Any] = [_UNSET] * len(inputs)
-            matched: list[tuple[int, list[Any]]] = []
-            unknown_rows: list[Unknown] = []
-            for index, _row_id, tests, outputs, in_force in rows:
-                if in_force is not None and not in_force.contains(c.as_of):
-                    if trace is not None:
-                        trace.append(("skip_row", owner, index))
-                    continue
-                result: Any = True
-                if trace is None:  # the same loop, without recording the cells
-                    for col, test in tests:
-                        value = actual[col]
-                        if value is _UNSET:
-                            value = actual[col] = inputs[col](c, m)
-                        passed = test(c, m, value)[0]
-                        if passed is False:
-                            result = False
-                            break
-                        if type(passed) is Unknown:
-                            result = passed if result is True else _merge(result, passed)
-                else:
-                    cells: list[tuple[Any, ...]] = []
-                    for col, test in tests:
-                        value = actual[col]
-                        if value is _UNSET:
-                            value = actual[col] = inputs[col](c, m)
-                        passed, a, b = test(c, m, value)
-                        cells.append((col, value, passed, a, b))
-                        if passed is False:
-                            result = False
-                            break
-                        if type(passed) is Unknown:
-                            result = passed if result is True else _merge(result, passed)
-                    trace.append(("row", owner, index, result, tuple(cells)))
-                if result is True:
-                    if unknown_rows and hit == "F":
-                        break
-                    matched.append((index, [f(c, m) for f in outputs]))
-                    if hit == "F":
-                        break
-                elif result is not False:
-                    unknown_rows.append(result)
+        def finish(c: Case, m: Any, trace: list[tuple[Any, ...]] | None,
+                   matched: list[tuple[int, list[Any]]], unknown_rows: list[Unknown] | tuple[()]
+                   ) -> tuple[Any, ...]:
+            """The table's outputs once its rows are tried (unless hit F returned on a row)."""
             if unknown_rows:
                 u = _merge(*unknown_rows)
                 return tuple(u for _ in range(n_out))
@@ -494,7 +644,99 @@ class Backend:
             if trace is not None:
                 trace.append(("fired", owner, indices, hit))
             return _apply_hit(hit, matched, n_out, priorities, owner, row_ids, policy)
-        return evaluate
+
+        def evaluate_plain(c: Case, m: Any) -> tuple[Any, ...]:
+            actual: list[Any] = [_UNSET] * n_in
+            matched: list[tuple[int, list[Any]]] = []
+            unknown_rows: list[Unknown] | tuple[()] = ()  # a list from the first unknown row on
+            for index, tests, outputs, in_force, fired, _event in rows:
+                if in_force is not None and not in_force.contains(c.as_of):
+                    continue
+                result: Any = True
+                for col, test, literal in tests:
+                    value = actual[col]
+                    if value is _UNSET:
+                        value = actual[col] = inputs[col](c, m)
+                    if literal is not _NO_LITERAL and type(value) is not Unknown:
+                        if value != literal:  # `test`, inline (see `_literal`)
+                            result = False
+                            break
+                        continue
+                    passed = test(c, m, value)[0]
+                    if passed is False:
+                        result = False
+                        break
+                    if type(passed) is Unknown:
+                        result = passed if result is True else _merge(result, passed)
+                if result is True:
+                    if unknown_rows and first:
+                        break
+                    if first:  # hit F: this row alone decides
+                        values = outputs(c, m)
+                        if m is None:
+                            c.fired[owner] = fired
+                        return values
+                    matched.append((index, list(outputs(c, m))))
+                elif result is not False:
+                    if unknown_rows:
+                        unknown_rows.append(result)
+                    else:
+                        unknown_rows = [result]
+            return finish(c, m, None, matched, unknown_rows)
+
+        if not self.tracing:
+            return evaluate_plain
+
+        def evaluate_traced(c: Case, m: Any) -> tuple[Any, ...]:
+            trace = c.trace
+            if trace is None:  # pragma: no cover - a traced backend is given a trace
+                return evaluate_plain(c, m)
+            actual: list[Any] = [_UNSET] * n_in
+            matched: list[tuple[int, list[Any]]] = []
+            unknown_rows: list[Unknown] | tuple[()] = ()  # a list from the first unknown row on
+            for index, tests, outputs, in_force, fired, fired_event in rows:
+                if in_force is not None and not in_force.contains(c.as_of):
+                    trace.append(("skip_row", owner, index))
+                    continue
+                result: Any = True
+                cells: list[tuple[Any, ...]] = []
+                for col, test, literal in tests:
+                    value = actual[col]
+                    if value is _UNSET:
+                        value = actual[col] = inputs[col](c, m)
+                    if literal is not _NO_LITERAL and type(value) is not Unknown:
+                        # `test`, inline (see `_literal`): the same cell
+                        if value != literal:
+                            cells.append((col, value, False, literal, None))
+                            result = False
+                            break
+                        cells.append((col, value, True, literal, None))
+                        continue
+                    passed, a, b = test(c, m, value)
+                    cells.append((col, value, passed, a, b))
+                    if passed is False:
+                        result = False
+                        break
+                    if type(passed) is Unknown:
+                        result = passed if result is True else _merge(result, passed)
+                trace.append(("row", owner, index, result, tuple(cells)))
+                if result is True:
+                    if unknown_rows and first:
+                        break
+                    if first:  # hit F: this row alone decides
+                        values = outputs(c, m)
+                        if m is None:
+                            c.fired[owner] = fired
+                        trace.append(fired_event)
+                        return values
+                    matched.append((index, list(outputs(c, m))))
+                elif result is not False:
+                    if unknown_rows:
+                        unknown_rows.append(result)
+                    else:
+                        unknown_rows = [result]
+            return finish(c, m, trace, matched, unknown_rows)
+        return evaluate_traced
 
     def _test(self, test: ir.Test) -> Callable[[Case, Any, Any], tuple[Any, Any, Any]]:
         kind = test.kind
@@ -505,7 +747,7 @@ class Backend:
         if kind == "compare":
             assert test.a is not None
             endpoint = self.expr(test.a)
-            op = test.op or "=="
+            cmp = _COMPARE.get(test.op or "==", _ne)
             if isinstance(test.a, ir.Const):  # a literal cell (`true`, `"north"`, `< 700`): no call
                 a_const = test.a.value
 
@@ -513,28 +755,26 @@ class Backend:
                     a = a_const
                     if type(v) is Unknown or type(a) is Unknown:
                         return _merge(v, a), a, None
-                    result = _cmp(op, v, a)
-                    return (result is True), a, None
+                    return (cmp(v, a) is True), a, None
                 return compare_const
 
             def compare(c: Case, m: Any, v: Any) -> tuple[Any, Any, Any]:
                 a = endpoint(c, m)
                 if type(v) is Unknown or type(a) is Unknown:
                     return _merge(v, a), a, None
-                result = _cmp(op, v, a)
-                return (result is True), a, None
+                return (cmp(v, a) is True), a, None
             return compare
         if kind == "range":
             assert test.a is not None and test.b is not None
             low, high = self.expr(test.a), self.expr(test.b)
-            low_op = ">=" if test.low_closed else ">"
-            high_op = "<=" if test.high_closed else "<"
+            low_cmp = _ge if test.low_closed else _gt
+            high_cmp = _le if test.high_closed else _lt
 
             def in_range(c: Case, m: Any, v: Any) -> tuple[Any, Any, Any]:
                 a, b = low(c, m), high(c, m)
                 if type(v) is Unknown or type(a) is Unknown or type(b) is Unknown:
                     return _merge(v, a, b), a, b
-                return (_cmp(low_op, v, a) is True and _cmp(high_op, v, b) is True), a, b
+                return (low_cmp(v, a) is True and high_cmp(v, b) is True), a, b
             return in_range
         subtests = [self._test(t) for t in test.tests]
         negate = kind == "not"
@@ -588,31 +828,34 @@ class Backend:
         if isinstance(e, ir.Binary):
             return self._binary(e)
         if isinstance(e, ir.Compare):
-            left, right, op = self.expr(e.left), self.expr(e.right), e.op
+            left, right, cmp = self.expr(e.left), self.expr(e.right), _COMPARE.get(e.op, _ne)
 
             def compare(c: Case, m: Any) -> Any:
                 a = left(c, m)
                 b = right(c, m)
                 if type(a) is Unknown or type(b) is Unknown:
                     return _merge(a, b)
-                return _cmp(op, a, b)
+                return cmp(a, b)
             return compare
         if isinstance(e, ir.BoolOp):
             operands = [self.expr(o) for o in e.operands]
             stop = e.op == "or"  # the value that decides: True for or, False for and
 
             def boolop(c: Case, m: Any) -> Any:
-                unknown: list[Any] = []
+                unknown: list[Any] | None = None  # made on the first unknown operand
                 null = False
                 for f in operands:
                     v = f(c, m)
                     if v is stop:
                         return stop
                     if type(v) is Unknown:
-                        unknown.append(v)
+                        if unknown is None:
+                            unknown = [v]
+                        else:
+                            unknown.append(v)
                     elif v is None:
                         null = True
-                if unknown:
+                if unknown is not None:
                     return _merge(*unknown)
                 return None if null else (not stop)
             return boolop
@@ -665,24 +908,24 @@ class Backend:
             raw = CONTEXT.divide
         elif op == "//":
             raw = lambda a, b: a // b if type(a) is int and type(b) is int else int(  # noqa: E731
-                CONTEXT.divide(a, b).to_integral_value(rounding=ROUND_FLOOR))  # floor, as for integers
+                CONTEXT.divide(a, b).to_integral_value(ROUND_FLOOR))  # floor, as for integers
         elif op == "%":
-            raw = (lambda a, b: a % b) if integer else lambda a, b: CONTEXT.subtract(a, CONTEXT.multiply(b, (CONTEXT.divide(a, b)).to_integral_value(rounding=ROUND_FLOOR)))  # noqa: E731
+            raw = (lambda a, b: a % b) if integer else lambda a, b: CONTEXT.subtract(a, CONTEXT.multiply(b, (CONTEXT.divide(a, b)).to_integral_value(ROUND_FLOOR)))  # noqa: E731
         else:
             raw = (lambda a, b: a ** b) if integer else CONTEXT.power
 
+        # Optimistic: `raw` is tried first. Every `raw` above raises TypeError when an operand is
+        # Unknown or None (neither converts to a number; tests/test_evaluate_fast.py checks this),
+        # so the checks of `_binary_checked` are only made when the fast try fails: same result.
         if isinstance(e.right, ir.Const):  # a constant right operand: no call to fetch it
             b_const = e.right.value
 
             def binary_const(c: Case, m: Any) -> Any:
                 a = left(c, m)
-                b = b_const
-                if type(a) is Unknown or type(b) is Unknown:
-                    return _merge(a, b)
-                if a is None or b is None:
-                    return None
                 try:
-                    return raw(a, b)
+                    return raw(a, b_const)
+                except TypeError:
+                    return _binary_checked(raw, a, b_const)
                 except (DivisionByZero, InvalidOperation, ZeroDivisionError):
                     return None  # FEEL: division by zero is null
             return binary_const
@@ -690,12 +933,10 @@ class Backend:
         def binary(c: Case, m: Any) -> Any:
             a = left(c, m)
             b = right(c, m)
-            if type(a) is Unknown or type(b) is Unknown:
-                return _merge(a, b)
-            if a is None or b is None:
-                return None
             try:
                 return raw(a, b)
+            except TypeError:
+                return _binary_checked(raw, a, b)
             except (DivisionByZero, InvalidOperation, ZeroDivisionError):
                 return None  # FEEL: division by zero is null
         return binary
@@ -723,13 +964,13 @@ class Backend:
         elif fn == "abs":
             impl = abs
         elif fn == "floor":
-            impl = lambda x: int(Decimal(x).to_integral_value(rounding=ROUND_FLOOR))  # noqa: E731
+            impl = lambda x: int(Decimal(x).to_integral_value(ROUND_FLOOR))  # noqa: E731
         elif fn == "ceil":
-            impl = lambda x: int(Decimal(x).to_integral_value(rounding=ROUND_CEILING))  # noqa: E731
+            impl = lambda x: int(Decimal(x).to_integral_value(ROUND_CEILING))  # noqa: E731
         elif fn == "round_money":
-            impl = lambda x: _round(x, rounding)  # noqa: E731
+            impl = _rounder(rounding)
         elif fn == "round":
-            impl = lambda x, q: Decimal(x).quantize(q, rounding=ROUND_HALF_UP, context=CONTEXT)  # noqa: E731
+            impl = lambda x, q: Decimal(x).quantize(q, ROUND_HALF_UP, CONTEXT)  # noqa: E731
         elif fn == "age":
             def impl(born: dt.date) -> int:
                 raise AssertionError  # replaced below: needs as_of
@@ -743,6 +984,13 @@ class Backend:
             impl = lambda d, n: d + dt.timedelta(days=n)  # noqa: E731
         else:  # pragma: no cover - the compiler accepts only the functions above
             raise TypeError(fn)
+
+        if fn != "age" and len(args) == 1:
+            return self._call1(impl, args[0])
+        if fn in ("min", "max") and len(args) == 2:
+            return self._min_max2(impl, args[0], args[1])
+        if fn != "age" and len(args) == 2:
+            return self._call2(impl, args[0], args[1])
 
         if fn == "age":
             def age(c: Case, m: Any) -> Any:
@@ -762,6 +1010,43 @@ class Backend:
                 return None
         return call
 
+    @staticmethod
+    def _call1(impl: Callable[..., Any], arg: Fn) -> Fn:
+        """A call with one argument: ``call`` below without building the argument list."""
+        def call1(c: Case, m: Any) -> Any:
+            a = arg(c, m)
+            if type(a) is Unknown:
+                return _merge(a)
+            if a is None:
+                return None
+            try:
+                return impl(a)
+            except (OverflowError, ValueError, InvalidOperation):
+                return None
+        return call1
+
+    @staticmethod
+    def _call2(impl: Callable[..., Any], arg0: Fn, arg1: Fn) -> Fn:
+        """A call with two arguments (``min(a, b)``...): both evaluated, then as ``call``."""
+        def call2(c: Case, m: Any) -> Any:
+            return _call2_checked(impl, arg0(c, m), arg1(c, m))
+        return call2
+
+    @staticmethod
+    def _min_max2(impl: Callable[..., Any], arg0: Fn, arg1: Fn) -> Fn:
+        """``min(a, b)`` / ``max(a, b)``, optimistic like arithmetic: an Unknown or None argument
+        makes the comparison raise TypeError, and only then are the arguments checked (``call2``)."""
+        def min_max2(c: Case, m: Any) -> Any:
+            a = arg0(c, m)
+            b = arg1(c, m)
+            try:
+                return impl(a, b)
+            except TypeError:
+                return _call2_checked(impl, a, b)
+            except (OverflowError, ValueError, InvalidOperation):
+                return None
+        return min_max2
+
     def _aggregate(self, e: ir.Aggregate) -> Fn:
         fn = e.function
         body = self.expr(e.body) if e.body is not None else None
@@ -777,27 +1062,25 @@ class Backend:
             return count_members
 
         if where is None and body is not None and fn == "sum":
-            add = CONTEXT.add
+            plus: Callable[[Any, Any], Any] = (lambda a, b: a + b) if integer else CONTEXT.add
+            zero: Any = 0 if integer else Decimal(0)
 
             def sum_members(c: Case, m: Any) -> Any:
                 members = c.members
                 if members is None:
                     return Unknown(frozenset(("members",)))
-                unknown: list[Any] = []
-                picked: list[Any] = []
-                for i in range(len(members)):
+                total = zero
+                n = len(members)
+                for i in range(n):
                     v = body(c, i)
-                    if type(v) is Unknown:
-                        unknown.append(v)
-                    elif v is not None:
-                        picked.append(v)
-                if unknown:
-                    return _merge(*unknown)
-                total: Any = 0 if integer else Decimal(0)
-                for v in picked:
-                    total = total + v if integer else add(total, v)
+                    try:  # optimistic: an Unknown or None value cannot be added (TypeError)
+                        total = plus(total, v)
+                    except (TypeError, ArithmeticError):
+                        return _sum_rest(c, body, plus, total, v, i + 1, n)
                 return total
             return sum_members
+
+        is_any, is_all = fn == "any", fn == "all"
 
         def aggregate(c: Case, m: Any) -> Any:
             members = c.members
@@ -809,16 +1092,13 @@ class Backend:
                 if where is not None:
                     ok = where(c, i)
                     if type(ok) is Unknown:
-                        if fn in ("any", "all"):
-                            unknown.append(ok)
-                            continue
                         unknown.append(ok)
                         continue
-                    if fn == "any":
+                    if is_any:
                         if ok is True:
                             return True
                         continue
-                    if fn == "all":
+                    if is_all:
                         if ok is not True:
                             return False
                         continue
@@ -856,6 +1136,9 @@ class Backend:
 
 _ABSENT = object()
 _UNSET = object()
+_NO_LITERAL = object()
+#: the outcome of a decision while it runs (a decision that names its own output sees it)
+_RUNNING: tuple[str, dict[str, Any], None, tuple[()]] = ("running", {}, None, ())
 #: passed as the member to a parameter's lookup when only its value is wanted (no trace event)
 _FILL = object()
 

@@ -8,6 +8,7 @@ simply absent: the evaluator turns it into ``needs_information``, never into a z
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -124,31 +125,35 @@ def coerce(value: Any, node: ir.InputNode, signed: bool = False) -> Any:
 #: money facts that are net differences and may be negative
 _SIGNED_MONEY = {"property_net", "transfer_net"}
 _ZERO = Decimal(0)
+#: the commonest money strings, with their (immutable) Decimal: what `Decimal(text)` gives
+_ZEROS = {text: Decimal(text) for text in ("0", "0.0", "0.00")}
 
 
 def read_facts(policy_inputs: tuple[ir.InputNode, ...], facts: Any, entity: str
                ) -> tuple[dict[str, Any], list[dict[str, Any]] | None]:
     """Read and type-check every declared input; raise FactsError listing every bad field."""
+    return _read(_plan(policy_inputs, entity), facts, entity)
+
+
+def facts_reader(policy_inputs: tuple[ir.InputNode, ...], entity: str
+                 ) -> Callable[[Any], tuple[dict[str, Any], list[dict[str, Any]] | None]]:
+    """``read_facts`` for one (inputs, entity), with its reading plan looked up once, here."""
+    plan = _plan(policy_inputs, entity)
+
+    def read(facts: Any) -> tuple[dict[str, Any], list[dict[str, Any]] | None]:
+        return _read(plan, facts, entity)
+    return read
+
+
+def _read(plan: tuple[Plan, Plan], facts: Any, entity: str
+          ) -> tuple[dict[str, Any], list[dict[str, Any]] | None]:
     facts = facts if type(facts) is dict else to_plain(facts)
     if not isinstance(facts, dict):
         raise FactsError([make("PE401", f"facts must be a mapping, not {type(facts).__name__}", path="")])
     errors: list[Diagnostic] = []
     values: dict[str, Any] = {}
-    entity_plan, member_plan = _plan(policy_inputs, entity)
-    for name, rest, first, read, node, _ in entity_plan:
-        raw = facts.get(first, _MISSING)
-        for part in rest:  # the rest of a dotted path, as _lookup reads it
-            if not isinstance(raw, dict):
-                raw = _MISSING
-                break
-            raw = raw.get(part, _MISSING)
-        if raw is _MISSING or raw is None:
-            continue
-        try:
-            values[name] = read(raw, node)
-        except ValueError as exc:
-            errors.append(make("PE401", f"{'.'.join(node.path)}: {exc}", path=".".join(node.path),
-                               hint=node.label.en))
+    entity_plan, member_plan = plan
+    _read_fields(facts, entity_plan, values, errors, None)
     members: list[dict[str, Any]] | None = None
     if entity == "household":
         raw_members = facts.get("members", _MISSING)
@@ -158,41 +163,75 @@ def read_facts(policy_inputs: tuple[ir.InputNode, ...], facts: Any, entity: str
             else:
                 members = []
                 for i, member in enumerate(raw_members):
+                    row: dict[str, Any] = {}
                     if type(member) is not dict:
                         member = to_plain(member)
-                    row: dict[str, Any] = {}
-                    if not isinstance(member, dict):
-                        errors.append(make("PE401", f"members[{i}] must be a mapping", path=f"members[{i}]"))
-                        members.append(row)
-                        continue
-                    for name, rest, first, read, node, refuse_negative in member_plan:
-                        raw = member.get(first, _MISSING)
-                        for part in rest:
-                            if not isinstance(raw, dict):
-                                raw = _MISSING
-                                break
-                            raw = raw.get(part, _MISSING)
-                        if raw is _MISSING or raw is None:
+                        if not isinstance(member, dict):
+                            errors.append(make("PE401", f"members[{i}] must be a mapping", path=f"members[{i}]"))
+                            members.append(row)
                             continue
-                        if refuse_negative is not None and type(raw) is str:
-                            # the money reader's common case, inline (see `_reader`): a decimal
-                            # string; anything unusual goes to the reader, which redoes it
-                            try:
-                                value = Decimal(raw.strip())
-                            except InvalidOperation:
-                                value = None
-                            if value is not None and value.is_finite() and not (refuse_negative and value < _ZERO):
-                                row[name] = value
-                                continue
-                        try:
-                            row[name] = read(raw, node)
-                        except ValueError as exc:
-                            where = f"members[{i}].{'.'.join(node.path)}"
-                            errors.append(make("PE401", f"{where}: {exc}", path=where, hint=node.label.en))
+                    _read_fields(member, member_plan, row, errors, i)
                     members.append(row)
     if errors:
         raise FactsError(errors)
     return values, members
+
+
+def _read_fields(source: dict[str, Any], plan: Plan, row: dict[str, Any], errors: list[Diagnostic],
+                 member: int | None) -> None:
+    """Read the inputs of ``plan`` from ``source`` (the facts, or member number ``member``) into
+    ``row``, in plan order; each bad value adds its error to ``errors``."""
+    for first, fields, keyed in plan:
+        container = source.get(first, _MISSING)  # read once for the inputs under one key
+        if keyed and type(container) is dict:
+            # the common case: inputs at `first.key`, read by key; absent and null are skipped
+            for name, key, _rest, read, node, refuse_negative in fields:
+                raw = container.get(key)
+                if raw is None:
+                    continue
+                if refuse_negative is not None and type(raw) is str:
+                    # the money reader's common case, inline (see `_reader`): a decimal string
+                    # (Decimal strips surrounding whitespace as str.strip does); anything
+                    # unusual goes to the reader, which redoes it and gives the value or the error
+                    value = _ZEROS.get(raw)
+                    if value is not None:  # "0", "0.00": the commonest amounts, converted once
+                        row[name] = value
+                        continue
+                    try:
+                        value = Decimal(raw)
+                    except InvalidOperation:
+                        pass
+                    else:
+                        if value.is_finite() and not (refuse_negative and value < _ZERO):
+                            row[name] = value
+                            continue
+                try:
+                    row[name] = read(raw, node)
+                except ValueError as exc:
+                    errors.append(_error(node, member, exc))
+            continue
+        for name, _key, rest, read, node, _refuse in fields:  # any path, any container
+            raw = _walk(container, rest) if rest else container
+            if raw is _MISSING or raw is None:
+                continue
+            try:
+                row[name] = read(raw, node)
+            except ValueError as exc:
+                errors.append(_error(node, member, exc))
+
+
+def _error(node: ir.InputNode, member: int | None, exc: ValueError) -> Diagnostic:
+    where = ".".join(node.path) if member is None else f"members[{member}].{'.'.join(node.path)}"
+    return make("PE401", f"{where}: {exc}", path=where, hint=node.label.en)
+
+
+def _walk(data: Any, rest: tuple[str, ...]) -> Any:
+    """The value at the rest of a dotted path (``_lookup`` from the second part on)."""
+    for part in rest:
+        if not isinstance(data, dict):
+            return _MISSING
+        data = data.get(part, _MISSING)
+    return data
 
 
 # -- the reading plan: which inputs to read for an entity, and a type-specialised reader each ------
@@ -202,13 +241,17 @@ def read_facts(policy_inputs: tuple[ir.InputNode, ...], facts: Any, entity: str
 # so values and error messages are exactly those of ``coerce``.
 
 Reader = Any  # Callable[[Any, ir.InputNode], Any]
-#: name, path[1:], path[0], reader, node, and for money/decimal whether negatives are refused
-#: (None for other types)
-PlanRow = tuple[str, "tuple[str, ...]", str, Reader, ir.InputNode, "bool | None"]
-_PLANS: dict[int, tuple[tuple[ir.InputNode, ...], dict[str, tuple[list[PlanRow], list[PlanRow]]]]] = {}
+#: one input of a plan: name, path[1] when the path has exactly two parts (else None), path[1:],
+#: reader, node, and for money/decimal whether negatives are refused (None for other types)
+Field = tuple[str, "str | None", "tuple[str, ...]", Reader, ir.InputNode, "bool | None"]
+#: a reading plan: the inputs in declaration order, in runs that share the first part of their
+#: path (path[0], fields, keyed), so that the value under that key is looked up once per run;
+#: keyed: every path of the run has exactly two parts
+Plan = list[tuple[str, list[Field], bool]]
+_PLANS: dict[int, tuple[tuple[ir.InputNode, ...], dict[str, tuple[Plan, Plan]]]] = {}
 
 
-def _plan(policy_inputs: tuple[ir.InputNode, ...], entity: str) -> tuple[list[PlanRow], list[PlanRow]]:
+def _plan(policy_inputs: tuple[ir.InputNode, ...], entity: str) -> tuple[Plan, Plan]:
     global _LAST_PLAN
     last = _LAST_PLAN  # one tuple, replaced whole: safe to read while another thread replaces it
     if last is not None and last[0] is policy_inputs and last[1] == entity:
@@ -222,7 +265,7 @@ def _plan(policy_inputs: tuple[ir.InputNode, ...], entity: str) -> tuple[list[Pl
 _LAST_PLAN: tuple[Any, str, Any] | None = None
 
 
-def _build_plan(policy_inputs: tuple[ir.InputNode, ...], entity: str) -> tuple[list[PlanRow], list[PlanRow]]:
+def _build_plan(policy_inputs: tuple[ir.InputNode, ...], entity: str) -> tuple[Plan, Plan]:
     cached = _PLANS.get(id(policy_inputs))
     if cached is None or cached[0] is not policy_inputs:
         if len(_PLANS) >= 64:
@@ -231,13 +274,23 @@ def _build_plan(policy_inputs: tuple[ir.InputNode, ...], entity: str) -> tuple[l
     by_entity = cached[1]
     plan = by_entity.get(entity)
     if plan is None:
-        def rows(nodes: list[ir.InputNode]) -> list[PlanRow]:
-            return [(n.name, n.path[1:], n.path[0], _reader(n), n,
-                     (n.type == "money" and n.path[-1] not in _SIGNED_MONEY) if n.type in ("money", "decimal")
-                     else None) for n in nodes]
-        plan = by_entity[entity] = (rows([n for n in policy_inputs if n.entity == entity]),
-                                    rows([n for n in policy_inputs if n.entity == "member"]))
+        plan = by_entity[entity] = (_plan_of([n for n in policy_inputs if n.entity == entity]),
+                                    _plan_of([n for n in policy_inputs if n.entity == "member"]))
     return plan
+
+
+def _plan_of(nodes: list[ir.InputNode]) -> Plan:
+    plan: Plan = []
+    for n in nodes:
+        refuse_negative = ((n.type == "money" and n.path[-1] not in _SIGNED_MONEY)
+                           if n.type in ("money", "decimal") else None)
+        field = (n.name, n.path[1] if len(n.path) == 2 else None, n.path[1:], _reader(n), n, refuse_negative)
+        if plan and plan[-1][0] == n.path[0]:  # only consecutive inputs: the order stays as declared
+            plan[-1][1].append(field)
+        else:
+            plan.append((n.path[0], [field], True))
+    # a run is "keyed" when every input in it has a path of exactly two parts
+    return [(first, fields, all(f[1] is not None for f in fields)) for first, fields, _ in plan]
 
 
 def _reader(node: ir.InputNode) -> Reader:
