@@ -667,8 +667,9 @@ def render_index(root: str | os.PathLike[str] = "policies") -> str:
     for name, folder in page_names(root).items():
         for pkg_dir in package_dirs(folder):
             m = _manifest(pkg_dir)
-            title = m.get("title") if isinstance(m.get("title"), dict) else {}
-            jur = m.get("jurisdiction") if isinstance(m.get("jurisdiction"), dict) else {}
+            raw_title, raw_jur = m.get("title"), m.get("jurisdiction")
+            title: dict[str, Any] = raw_title if isinstance(raw_title, dict) else {}
+            jur: dict[str, Any] = raw_jur if isinstance(raw_jur, dict) else {}
             pid = str(m.get("id", pkg_dir.name))
             rows.append([f"[`{pid}`]({name}#{_anchor(pid)})", f"{title.get('zh', '')} / {title.get('en', '')}",
                          f"`{jur.get('code', '')}`", f"`{_rel(pkg_dir, repo_root)}`"])

@@ -105,7 +105,7 @@ def decide(facts: str, policy_path: str, as_of: str, entity: str, level: str, fm
     if fmt == "json":
         click.echo(json.dumps(decision.to_dict(), ensure_ascii=False, indent=2))
     else:
-        click.echo(decision.explain(lang=lang or _default_lang(), level=level))  # type: ignore[arg-type]
+        click.echo(decision.explain(lang=lang or _default_lang(), level=level))
 
 
 @cli.command("test")
