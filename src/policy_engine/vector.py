@@ -250,9 +250,14 @@ def _to_decimal(raw: Any, scale: int) -> Decimal | None:
 
 
 def _with(df: pl.DataFrame, columns: list[pl.Expr]) -> pl.DataFrame:
-    """``df.with_columns(columns)`` through the lazy engine, which computes an expression shared
-    by several columns once (eager ``with_columns`` evaluates each occurrence: 5× slower here)."""
-    return df.lazy().with_columns(columns).collect()
+    """``df.with_columns(columns)`` (new names only) through the lazy engine, which computes an
+    expression shared by several columns once (eager ``with_columns`` evaluates each occurrence:
+    5× slower here). Only the new columns go through the query, then are appended: planning a
+    query that carries every column of a wide frame costs more."""
+    new = df.lazy().select(columns).collect()
+    if new.height != df.height:  # constants only: broadcast as with_columns does
+        return df.with_columns(columns)
+    return df.hstack(new)
 
 
 # --- scopes ------------------------------------------------------------------------------------
