@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import calendar
 import datetime as dt
+import operator
 from collections.abc import Callable
 from decimal import (
     ROUND_CEILING,
@@ -103,66 +104,24 @@ def _round(value: Any, rounding: ir.Rounding) -> Any:
     return value
 
 
-# One function per comparison operator (chosen when a closure is built, not per call): null on
-# either side gives null, and values that cannot be ordered (TypeError) give null.
-
-def _lt(a: Any, b: Any) -> bool | None:
-    if a is None or b is None:
-        return None
-    try:
-        return bool(a < b)
-    except TypeError:
-        return None
-
-
-def _le(a: Any, b: Any) -> bool | None:
-    if a is None or b is None:
-        return None
-    try:
-        return bool(a <= b)
-    except TypeError:
-        return None
-
-
-def _gt(a: Any, b: Any) -> bool | None:
-    if a is None or b is None:
-        return None
-    try:
-        return bool(a > b)
-    except TypeError:
-        return None
-
-
-def _ge(a: Any, b: Any) -> bool | None:
-    if a is None or b is None:
-        return None
-    try:
-        return bool(a >= b)
-    except TypeError:
-        return None
-
-
-def _eq(a: Any, b: Any) -> bool | None:
-    if a is None or b is None:
-        return None
-    try:
-        return bool(a == b)
-    except TypeError:
-        return None
-
-
-def _ne(a: Any, b: Any) -> bool | None:
-    if a is None or b is None:
-        return None
-    try:
-        return bool(a != b)
-    except TypeError:
-        return None
+def _comparison(op: Callable[[Any, Any], Any]) -> Callable[[Any, Any], bool | None]:
+    """A comparison operator as FEEL has it (chosen when a closure is built, not per call): null
+    on either side gives null, and values that cannot be ordered (TypeError) give null."""
+    def compare(a: Any, b: Any) -> bool | None:
+        if a is None or b is None:
+            return None
+        try:
+            return bool(op(a, b))
+        except TypeError:
+            return None
+    return compare
 
 
 _COMPARE: dict[str, Callable[[Any, Any], bool | None]] = {
-    "<": _lt, "<=": _le, ">": _gt, ">=": _ge, "==": _eq, "!=": _ne,
+    symbol: _comparison(op) for symbol, op in (("<", operator.lt), ("<=", operator.le), (">", operator.gt),
+                                               (">=", operator.ge), ("==", operator.eq), ("!=", operator.ne))
 }
+_lt, _le, _gt, _ge, _ne = _COMPARE["<"], _COMPARE["<="], _COMPARE[">"], _COMPARE[">="], _COMPARE["!="]
 
 
 def _rounder(rounding: ir.Rounding) -> Callable[[Any], Any]:
@@ -199,7 +158,7 @@ def _literal(test: ir.Test) -> Any:
     loop then tests inline; ``_NO_LITERAL`` for any other cell.
 
     Inline, for a value that is not Unknown, the cell passes when ``value == literal``, which
-    is what ``_test``'s ``compare_const`` computes: ``_eq`` gives null (no pass) for a null
+    is what ``_test``'s ``compare_const`` computes: ``==`` gives null (no pass) for a null
     value, and ``None == literal`` is False too; ``==`` between the engine's value types never
     raises and gives a bool. A literal of another type than bool, str, int or Decimal (or null)
     is left to ``_test``."""
