@@ -200,6 +200,7 @@ def read_chunk(policy: ir.CompiledPolicy, frame: pl.DataFrame, first_row: int,
     columns, errors = _read_inputs(policy, "household", frame)
     bad.extend(BadField(i, column, message) for i, column, message in errors)
     members = None
+    lengths: pl.Series | None = None  # members per household, when they come as lists
     if "members" in frame.columns and isinstance(frame.schema["members"], pl.List):
         given = frame["members"].is_not_null()
         columns.append(pl.select(pl.when(pl.lit(given)).then(pl.lit(True))).to_series().alias("members"))
@@ -239,7 +240,7 @@ def read_chunk(policy: ir.CompiledPolicy, frame: pl.DataFrame, first_row: int,
             renumber = pl.DataFrame({"_hh": kept, "_new": pl.int_range(len(kept), dtype=pl.Int64, eager=True)})
             members = members.join(renumber, on="_hh", how="inner", maintain_order="left").drop("_hh").rename(
                 {"_new": "_hh"}).select(members.columns)
-    sizes = frame["members"].list.len().fill_null(0).cast(pl.Int64) if members is not None else None
+    sizes = lengths  # passed on, so that decide_batch does not count them again
     if sizes is not None and bad:
         sizes = sizes.filter(keep)
     return Chunk(Split(households, members, len(ids), checked=True, sizes=sizes), ids, rows, bad)
