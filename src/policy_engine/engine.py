@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from decimal import Decimal
 from typing import Any, Literal
 
@@ -292,7 +292,7 @@ class Engine:
 
             decision: Decision = replay(self, population, row, as_of, decisions=decisions)
             return decision
-        facts = list(population)
+        facts = population if isinstance(population, Sequence) else list(population)
         if not 1 <= row <= len(facts):
             raise IndexError(f"the population has no row {row} (rows are numbered from 1)")
         return self.decide(facts[row - 1], as_of, decisions=decisions)

@@ -214,6 +214,11 @@ def _jsonl_rows(path: Path) -> Iterator[_Raw]:
             yield number, str(hid) if hid is not None else None, data
 
 
+def _is_facts_parquet(path: Path) -> bool:
+    """A Parquet file in the facts layout (read column by column, and replayed by slicing)."""
+    return format_of(path) == "parquet" and path.is_file() and _is_facts_layout(pl.Schema(pl.read_parquet_schema(path)))
+
+
 def _is_facts_layout(schema: pl.Schema) -> bool:
     if not set(schema.names()) <= _HOUSEHOLD_KEYS:
         return False
@@ -408,7 +413,7 @@ def _chunks(path: str | os.PathLike[str], engine: Any, chunk_size: int, errors: 
     from .batch_intake import read_chunk
 
     p = Path(path)
-    if format_of(p) == "parquet" and p.is_file() and _is_facts_layout(pl.Schema(pl.read_parquet_schema(p))):
+    if _is_facts_parquet(p):
         first = 1
         for frame in pl.scan_parquet(p).collect_batches(chunk_size=chunk_size):
             chunk = read_chunk(engine.policy, frame, first, ID_COLUMN)
@@ -482,7 +487,7 @@ def replay(engine: Any, path: str | os.PathLike[str], row_number: int, as_of: dt
     """The scalar ``Engine.decide`` Decision of row ``row_number`` (1-based) of a population file:
     re-decides one screened row to explain it (``decision.explain()``)."""
     p = Path(path)
-    if format_of(p) == "parquet" and p.is_file() and _is_facts_layout(pl.Schema(pl.read_parquet_schema(p))):
+    if _is_facts_parquet(p):
         if row_number < 1:
             raise IndexError(f"{os.fspath(path)} has no row {row_number}")
         picked = pl.scan_parquet(p).slice(row_number - 1, 1).collect()  # reads one row group, not the file
