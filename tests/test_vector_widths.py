@@ -203,3 +203,34 @@ def test_a_collect_sum_of_narrow_values_does_not_wrap(x: int) -> None:
     batch = decide_batch(engine, facts, "2023-07-01")
     assert batch["c.total"].to_list() == [engine.decide(f, "2023-07-01")["c"].total for f in facts] == [
         Decimal(4 * x), Decimal(4)]
+
+
+# --- decimal columns from read facts -------------------------------------------------------------
+
+def _fits(value: Decimal | None) -> bool:  # within Decimal(38, s) for every s the list can need
+    if value is None:
+        return True
+    sign, digits, exponent = value.as_tuple()
+    assert isinstance(exponent, int)
+    return -exponent <= 16 and len(digits) + max(exponent, 0) <= 20
+
+
+_decimals = st.one_of(
+    st.none(),
+    st.decimals(allow_nan=False, allow_infinity=False, min_value=Decimal("-1e15"), max_value=Decimal("1e15")),
+    st.builds(lambda digits, exponent: Decimal(digits).scaleb(exponent),
+              st.integers(-10**12, 10**12), st.integers(-12, 6)),
+).filter(_fits)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_decimals, max_size=40))
+def test_decimal_series_equals_the_direct_conversion(values: list[Decimal | None]) -> None:
+    """The text route gives the same column (type and every value) as converting the Decimal
+    objects directly, at the most places any value has, whatever the exponents (1E+2, 0E-5)."""
+    from policy_engine.vector import _decimal_series, _scale_of
+
+    direct = pl.Series("x", values, dtype=pl.Decimal(38, _scale_of(values)))
+    fast = _decimal_series("x", values)
+    assert fast.dtype == direct.dtype
+    assert fast.to_list() == direct.to_list()

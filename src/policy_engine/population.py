@@ -310,56 +310,6 @@ def _errors_of(number: int, hid: str | None, exc: FactsError) -> list[RowError]:
     return out
 
 
-def _frame(engine: Any, read: list[tuple[dict[str, Any], list[dict[str, Any]] | None]]) -> pl.DataFrame:
-    """The population layout for facts already read by the intake (as ``facts_to_population``)."""
-    from .vector import _dtype, _scale_of
-
-    policy = engine.policy
-    columns: list[pl.Series] = []
-    for node in policy.inputs:
-        if node.entity != "household":
-            continue
-        values = [r[0].get(node.name) for r in read]
-        scale = _scale_of(values) if node.type in ("money", "decimal") else 0
-        if node.type == "list":
-            values = [list(v) if v is not None else None for v in values]
-        columns.append(pl.Series(node.name, values, dtype=_dtype(node, scale)))
-    member_nodes = [n for n in policy.inputs if n.entity == "member"]
-    flat = [row for r in read for row in (r[1] or ())]
-    fields: list[pl.Series] = []
-    for node in member_nodes:
-        values = [row.get(node.name) for row in flat]
-        scale = _scale_of(values) if node.type in ("money", "decimal") else 0
-        if node.type == "list":
-            values = [list(v) if v is not None else None for v in values]
-        fields.append(pl.Series(node.name, values, dtype=_dtype(node, scale)))
-    if not fields:
-        fields.append(pl.Series("_member", [True] * len(flat), dtype=pl.Boolean))
-    structs = pl.DataFrame(fields).select(pl.struct([s.name for s in fields]).alias("m"))["m"]
-    lengths = [len(r[1]) if r[1] is not None else 0 for r in read]
-    given = [r[1] is not None for r in read]
-    dtype = pl.List(structs.dtype)
-    counts = pl.Series(lengths, dtype=pl.Int64)
-    lists = _split(structs, counts, dtype)
-    lists = pl.select(pl.when(pl.Series(given, dtype=pl.Boolean)).then(pl.lit(lists)).otherwise(None)
-                      .alias("members")).to_series()
-    columns.append(lists.cast(dtype))
-    return pl.DataFrame(columns)
-
-
-def _split(values: pl.Series, counts: pl.Series, dtype: pl.DataType) -> pl.Series:
-    """``values`` cut into consecutive lists of ``counts`` items."""
-    if len(counts) == 0:
-        return pl.Series("members", [], dtype=dtype)
-    owner = pl.Series(range(len(counts)), dtype=pl.Int64).repeat_by(counts).explode().drop_nulls()
-    frame = pl.DataFrame({"_h": owner, "m": values}) if len(values) else pl.DataFrame(
-        {"_h": pl.Series([], dtype=pl.Int64), "m": pl.Series([], dtype=values.dtype)})
-    grouped = frame.group_by("_h", maintain_order=True).agg("m")
-    full = (pl.DataFrame({"_h": pl.Series(range(len(counts)), dtype=pl.Int64)})
-            .join(grouped, on="_h", how="left", maintain_order="left"))
-    return full.select(pl.col("m").fill_null(pl.lit([], dtype=dtype)).alias("members"))["members"]
-
-
 def read_batches(path: str | os.PathLike[str], engine: Any, chunk_size: int = 100_000,
                  errors: list[RowError] | None = None) -> Iterator[pl.DataFrame]:
     """Stream a population file as frames of at most ``chunk_size`` households in the layout of
@@ -369,6 +319,8 @@ def read_batches(path: str | os.PathLike[str], engine: Any, chunk_size: int = 10
     row (wrong type, unknown enum value, negative money, a line that is not JSON) is left out and
     each of its bad fields is appended to ``errors`` as a :class:`RowError`.
     """
+    from .vector import read_to_population
+
     if chunk_size < 1:
         raise ValueError("chunk_size must be at least 1")
     sink = errors if errors is not None else []
@@ -378,7 +330,7 @@ def read_batches(path: str | os.PathLike[str], engine: Any, chunk_size: int = 10
     read: list[tuple[dict[str, Any], list[dict[str, Any]] | None]] = []
 
     def flush() -> pl.DataFrame:
-        frame = _frame(engine, read).with_columns(
+        frame = read_to_population(engine.policy, read).with_columns(
             pl.Series(ID_COLUMN, ids, dtype=pl.String), pl.Series(ROW_COLUMN, rows, dtype=pl.Int64))
         ids.clear()
         rows.clear()
