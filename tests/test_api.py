@@ -70,7 +70,7 @@ def test_unknown_decision_and_output_names_are_helpful() -> None:
     with pytest.raises(KeyError, match="did you mean `dibao`"):
         d["diabo"]
     with pytest.raises(AttributeError, match="outputs: eligible, amount"):
-        d["dibao"].amout
+        _ = d["dibao"].amout
 
 
 def test_before_the_first_parameter_value_the_decision_is_not_in_force() -> None:

@@ -81,7 +81,7 @@ def test_record_keeps_money_exact() -> None:
 
 
 def test_untraced_decision_records_its_trace_on_demand() -> None:
-    sub, facts = CASES["eligible"]
+    _, facts = CASES["eligible"]
     engine = pe.load(FIXTURE)
     quick = engine.decide(facts, as_of="2023-07-01", trace=False)
     assert quick.to_dict() == engine.decide(facts, as_of="2023-07-01").to_dict()

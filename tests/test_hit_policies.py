@@ -21,8 +21,8 @@ def cell_strategy() -> st.SearchStrategy[tuple[str, Any]]:
         k.map(lambda v: (f"< {v}", lambda x, v=v: x < v)),
         k.map(lambda v: (f">= {v}", lambda x, v=v: x >= v)),
         k.map(lambda v: (f"{v}", lambda x, v=v: x == v)),
-        st.tuples(k, k).map(lambda ab: (f"[{min(ab)}..{max(ab)})", lambda x, a=min(ab), b=max(ab): a <= x < b)),
-        st.tuples(k, k).map(lambda ab: (f"]{min(ab)}..{max(ab)}]", lambda x, a=min(ab), b=max(ab): a < x <= b)),
+        st.tuples(k, k).map(sorted).map(lambda ab: (f"[{ab[0]}..{ab[1]})", lambda x, a=ab[0], b=ab[1]: a <= x < b)),
+        st.tuples(k, k).map(sorted).map(lambda ab: (f"]{ab[0]}..{ab[1]}]", lambda x, a=ab[0], b=ab[1]: a < x <= b)),
         k.map(lambda v: (f"not(< {v}), {v - 10}", lambda x, v=v: not x < v or x == v - 10)),
     )
 

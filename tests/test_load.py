@@ -56,7 +56,7 @@ def test_deep_nesting_is_refused() -> None:
 
 
 def test_python_tags_and_duplicate_keys_are_refused() -> None:
-    doc, problems = load_text("a: !!python/object/apply:os.system ['echo pwned']\nb: 1\nb: 2\n", "t.yaml")
+    _, problems = load_text("a: !!python/object/apply:os.system ['echo pwned']\nb: 1\nb: 2\n", "t.yaml")
     assert sorted(codes(problems)) == ["PE105", "PE106"]
     assert [p.line for p in sorted(problems, key=lambda d: d.line or 0)] == [1, 3]
 

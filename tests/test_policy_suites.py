@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 import pytest
@@ -12,7 +12,7 @@ from policy_engine.testing import CaseResult, find_suites, run_suite
 POLICIES = Path(__file__).resolve().parent.parent / "policies"
 
 
-@lru_cache(maxsize=None)
+@cache
 def _results(suite: str) -> tuple[CaseResult, ...]:
     return tuple(run_suite(Path(suite)))
 

@@ -126,12 +126,12 @@ def test_an_overlay_changes_exactly_what_it_names(value: Decimal, name: str) -> 
     before = {p.name: p for p in base.parameters}
     after = {p.name: p for p in overlay.parameters}
     assert before.keys() == after.keys()
-    for key in before:
+    for key, old in before.items():
         if key == name:
-            assert after[key] != before[key]
+            assert after[key] != old
             assert after[key].values[0].entries[0][1] == Decimal(str(new_value))
         else:
-            assert after[key] == before[key]
+            assert after[key] == old
     assert overlay.content_hash != base.content_hash
 
 

@@ -210,7 +210,7 @@ def test_a_collect_sum_of_narrow_values_does_not_wrap(x: int) -> None:
 def _fits(value: Decimal | None) -> bool:  # within Decimal(38, s) for every s the list can need
     if value is None:
         return True
-    sign, digits, exponent = value.as_tuple()
+    _, digits, exponent = value.as_tuple()
     assert isinstance(exponent, int)
     return -exponent <= 16 and len(digits) + max(exponent, 0) <= 20
 

@@ -146,8 +146,8 @@ def test_command(paths: tuple[str, ...], fmt: str, verbose: bool) -> None:
 
 def _junit(results: list[Any], counts: dict[str, int]) -> str:
     lines = ['<?xml version="1.0" encoding="UTF-8"?>',
-             f'<testsuite name="policy-engine" tests="{len(results)}" failures="{counts["FAIL"]}" '
-             f'errors="{counts["ERROR"]}" skipped="{counts["SKIP"]}">']
+             (f'<testsuite name="policy-engine" tests="{len(results)}" failures="{counts["FAIL"]}" '
+              f'errors="{counts["ERROR"]}" skipped="{counts["SKIP"]}">')]
     for r in results:
         lines.append(f'  <testcase classname={quoteattr(r.suite)} name={quoteattr(r.name)} '
                      f'file={quoteattr(r.suite)} line="{r.line or 0}">')

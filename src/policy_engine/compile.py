@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import itertools
 import json
 import os
 from dataclasses import dataclass, fields, is_dataclass
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 from pathlib import Path as FsPath
 from typing import Any
+
+from pydantic import ValidationError
 
 from . import document as doc
 from . import ir
@@ -340,7 +343,7 @@ class _Compiler:
                 continue
             try:
                 value = doc.ParameterValue.model_validate(entry)
-            except Exception as exc:  # pydantic ValidationError
+            except ValidationError as exc:
                 self.diags.at(item.document, where, "PE240", f"invalid dated value: {str(exc).splitlines()[-1].strip()}")
                 continue
             pairs = self.parameter_entries(value.value, p, item, where + (("value",) if isinstance(raw, list) else ()))
@@ -353,7 +356,7 @@ class _Compiler:
             ))
         dated.sort(key=lambda v: v.start)
         self.check_coverage(item, p, dated)
-        for a, b in zip(dated, dated[1:]):
+        for a, b in itertools.pairwise(dated):
             if a.start == b.start:
                 self.diags.at(item.document, item.path + ("values",), "PE240",
                               f"two values of `{item.name}` start on {a.start}")
@@ -427,7 +430,7 @@ class _Compiler:
                 return _BAD
             try:
                 number = Decimal(str(value))
-            except Exception:
+            except (InvalidOperation, ValueError):
                 return _BAD
             return number if number.is_finite() else _BAD
         if kind == "integer":
@@ -737,7 +740,7 @@ class _Compiler:
             ordered = sorted(enumerate(m.versions), key=lambda iv: iv[1].effective_from)
             for i, v in enumerate(m.versions):
                 check(package.manifest_doc, ("versions", i), v.effective_from, v.effective_to, f"version {v.version}")
-            for (_, a), (j, b) in zip(ordered, ordered[1:]):
+            for (_, a), (j, b) in itertools.pairwise(ordered):
                 # an open-ended version is superseded by the next one; an explicit end must not overlap
                 if a.effective_to is not None and a.effective_to >= b.effective_from:
                     self.diags.at(package.manifest_doc, ("versions", j), "PE252",

@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 from decimal import Decimal
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, WithJsonSchema, field_validator
 
@@ -62,7 +62,7 @@ class CiteRef(_Strict):
     text: str | None = Field(default=None, description="the clause text, quoted")
 
 
-Cite = Union[str, CiteRef, list[Union[str, CiteRef]]]
+Cite = str | CiteRef | list[str | CiteRef]
 
 
 class Window(_Strict):
@@ -187,7 +187,7 @@ class Row(_Strict):
 
 class Table(_Strict):
     hit: HitPolicy = "U"
-    inputs: list[Union[str, Column]] = Field(default_factory=list)
+    inputs: list[str | Column] = Field(default_factory=list)
     outputs: list[str] = Field(default_factory=list)
     rows: list[Row] = Field(min_length=1)
     default: Any = None

@@ -75,7 +75,7 @@ class NotInForce(Exception):
 class Case:
     """The state of one evaluation."""
 
-    __slots__ = ("values", "members", "as_of", "memo", "trace", "outcomes", "fired")
+    __slots__ = ("as_of", "fired", "members", "memo", "outcomes", "trace", "values")
 
     def __init__(self, values: dict[str, Any], members: list[dict[str, Any]] | None, as_of: dt.date,
                  trace: list[tuple[Any, ...]] | None):
@@ -351,7 +351,7 @@ class Backend:
 
             def fill(c: Case) -> tuple[Any, tuple[Any, ...]]:
                 value = parameter(c, _FILL)  # raises NotInForce as before (nothing kept then); no event
-                index, dated_value = in_force[c.as_of]
+                _, dated_value = in_force[c.as_of]
                 entry = (value, ("param", name, (), value, dated_value.start, dated_value.provenance))
                 if len(found) >= 1024:
                     found.clear()
@@ -753,7 +753,7 @@ class Backend:
 
     # -- expressions ----------------------------------------------------------------------------
 
-    def expr(self, e: ir.Expr) -> Fn:  # noqa: C901 - one dispatch over the IR's node kinds
+    def expr(self, e: ir.Expr) -> Fn:
         if isinstance(e, ir.Const):
             value = e.value
             return lambda c, m: value
@@ -866,10 +866,10 @@ class Backend:
         elif op == "/":
             raw = CONTEXT.divide
         elif op == "//":
-            raw = lambda a, b: a // b if type(a) is int and type(b) is int else int(  # noqa: E731
+            raw = lambda a, b: a // b if type(a) is int and type(b) is int else int(
                 CONTEXT.divide(a, b).to_integral_value(ROUND_FLOOR))  # floor, as for integers
         elif op == "%":
-            raw = (lambda a, b: a % b) if integer else lambda a, b: CONTEXT.subtract(a, CONTEXT.multiply(b, (CONTEXT.divide(a, b)).to_integral_value(ROUND_FLOOR)))  # noqa: E731
+            raw = (lambda a, b: a % b) if integer else lambda a, b: CONTEXT.subtract(a, CONTEXT.multiply(b, (CONTEXT.divide(a, b)).to_integral_value(ROUND_FLOOR)))
         else:
             raw = (lambda a, b: a ** b) if integer else CONTEXT.power
 
@@ -923,24 +923,24 @@ class Backend:
         elif fn == "abs":
             impl = abs
         elif fn == "floor":
-            impl = lambda x: int(Decimal(x).to_integral_value(ROUND_FLOOR))  # noqa: E731
+            impl = lambda x: int(Decimal(x).to_integral_value(ROUND_FLOOR))
         elif fn == "ceil":
-            impl = lambda x: int(Decimal(x).to_integral_value(ROUND_CEILING))  # noqa: E731
+            impl = lambda x: int(Decimal(x).to_integral_value(ROUND_CEILING))
         elif fn == "round_money":
             impl = _rounder(rounding)
         elif fn == "round":
-            impl = lambda x, q: Decimal(x).quantize(q, ROUND_HALF_UP, CONTEXT)  # noqa: E731
+            impl = lambda x, q: Decimal(x).quantize(q, ROUND_HALF_UP, CONTEXT)
         elif fn == "age":
             def impl(born: dt.date) -> int:
                 raise AssertionError  # replaced below: needs as_of
         elif fn == "months_between":
             impl = _months_between
         elif fn == "days_between":
-            impl = lambda a, b: (b - a).days  # noqa: E731
+            impl = lambda a, b: (b - a).days
         elif fn == "add_months":
             impl = _add_months
         elif fn == "add_days":
-            impl = lambda d, n: d + dt.timedelta(days=n)  # noqa: E731
+            impl = lambda d, n: d + dt.timedelta(days=n)
         else:  # pragma: no cover - the compiler accepts only the functions above
             raise TypeError(fn)
 

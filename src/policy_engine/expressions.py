@@ -456,7 +456,7 @@ def refs_of(expr: ir.Expr | None) -> set[str]:
             out.add(e.name)
         elif isinstance(e, (ir.Unary,)):
             walk(e.operand)
-        elif isinstance(e, ir.Binary) or isinstance(e, ir.Compare):
+        elif isinstance(e, (ir.Binary, ir.Compare)):
             walk(e.left)
             walk(e.right)
         elif isinstance(e, ir.BoolOp):

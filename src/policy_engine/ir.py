@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any, Union
+from typing import Any
 
 # --- expressions -------------------------------------------------------------------------
 
@@ -105,7 +105,7 @@ class Aggregate:
     type: str
 
 
-Expr = Union[Const, Ref, AsOf, Unary, Binary, Compare, BoolOp, IfElse, In, Call, Aggregate]
+Expr = Const | Ref | AsOf | Unary | Binary | Compare | BoolOp | IfElse | In | Call | Aggregate
 
 
 # --- tables --------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ from .expressions import ExpressionError
 EndpointCompiler = Callable[[str], ir.Expr]
 
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_INTERVAL = re.compile(r"^([\[\]\(])(.*)\.\.(.*)([\[\]\)])$", re.S)
+_INTERVAL = re.compile(r"^([\[\]\(])(.*)\.\.(.*)([\[\]\)])$", re.DOTALL)
 
 
 def split_top_level(text: str, separator: str = ",") -> list[str]:
