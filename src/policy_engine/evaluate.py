@@ -420,6 +420,7 @@ class Backend:
         unit = self.policy.rounding.unit
         mode = ROUNDING_MODES[self.policy.rounding.mode]
         money = node.type == "money"
+        compute: Fn
         if node.table is not None:
             table = self._table(node.table)
 

@@ -262,7 +262,7 @@ def _plan(policy_inputs: tuple[ir.InputNode, ...], entity: str) -> tuple[Plan, P
 
 
 #: (inputs, entity, plan) of the last `_plan` call: the common case is one policy, many calls
-_LAST_PLAN: tuple[Any, str, Any] | None = None
+_LAST_PLAN: tuple[tuple[ir.InputNode, ...], str, tuple[Plan, Plan]] | None = None
 
 
 def _build_plan(policy_inputs: tuple[ir.InputNode, ...], entity: str) -> tuple[Plan, Plan]:
