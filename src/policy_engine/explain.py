@@ -8,8 +8,8 @@ condition. ``full`` renders every event. All levels flag illustrative parameters
 from __future__ import annotations
 
 import copy
-
 import datetime as dt
+import string
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
@@ -272,119 +272,455 @@ def _formula(names: _Names, e: ir.Expr | None, lang: str) -> str:
     return go(e, True)
 
 
-def _cites(cites: tuple[ir.Cite, ...]) -> str:
-    return "、".join(c.render() for c in cites) if cites else ""
-
-
 def _cites_lang(cites: tuple[ir.Cite, ...], lang: str) -> str:
     joiner = "、" if lang == "zh" else "; "
     return joiner.join(c.render() for c in cites)
 
 
-def _cell_text(names: _Names, table: ir.Table, row: ir.Row, cell: tuple[Any, ...], lang: str) -> str:
-    """One tested cell in words: what the value was, what the rule asked, and the margin."""
-    t = _T[lang]
-    col, actual, passed, a, _b = cell
-    column_expr = table.inputs[col]
-    test = row.tests[col]
-    kind = column_expr.type
-    column = column_expr.name if isinstance(column_expr, ir.Ref) else None
-    left = names.label(column, lang) if column else formula(names, column_expr, lang)
-    unit = names.unit(column, lang) if column else ""
-    actual_text = names.show(actual, column, kind, lang) + (unit if actual is not None else "")
-    if test.kind == "compare" and test.op in ("<", "<=", ">", ">=") and \
-            isinstance(actual, (int, Decimal)) and isinstance(a, (int, Decimal)):
-        if isinstance(test.a, ir.Ref):
-            right, limit_unit = names.label(test.a.name, lang), names.unit(test.a.name, lang)
-        elif isinstance(test.a, ir.Const):
-            right, limit_unit = "", unit
+def _split(template: str, fields: tuple[str, ...]) -> tuple[str, ...]:
+    """A ``str.format`` template as the literal text around its fields, which must be exactly
+    ``fields`` in that order: ``template.format(**values)`` is then the pieces and the values
+    interleaved (what the renderers below concatenate, without parsing the template per call)."""
+    pieces: list[str] = []
+    found: list[str] = []
+    text = ""
+    for literal, field, spec, conversion in string.Formatter().parse(template):
+        text += literal
+        if field is not None:
+            if spec or conversion:  # pragma: no cover - the templates above use plain fields
+                raise ValueError(f"template {template!r}: plain fields only")
+            found.append(field)
+            pieces.append(text)
+            text = ""
+    pieces.append(text)
+    if tuple(found) != fields:  # pragma: no cover - a check on the templates above
+        raise ValueError(f"template {template!r} must use the fields {', '.join(fields)} in that order")
+    return tuple(pieces)
+
+
+#: lang -> the templates of the trace and the summary lines, split (see `_split`)
+_PIECES: dict[str, dict[str, tuple[str, ...]]] = {
+    lang: {
+        "input": _split(t["input"], ("label", "value", "unit")),
+        "derived": _split(t["derived"], ("label", "value", "unit")),
+        "output": _split(t["output"], ("label", "value", "unit")),
+        "param": _split(t["param"], ("label", "value", "unit", "start", "prov")),
+        "also": _split(t["also"], ("items",)),
+        "values": _split(t["values"], ("items",)),
+        "illustrative": _split(t["illustrative"], ("label", "value", "unit", "note")),
+        "margin": _split(t["margin"], ("amount",)),
+        "pass_cmp": _split(t["pass_cmp"], ("left", "actual", "rel", "right", "limit")),
+        "fail_cmp": _split(t["fail_cmp"], ("left", "actual", "rel", "right", "limit", "margin", "cell")),
+        "pass_eq": _split(t["pass_eq"], ("left", "actual")),
+        "fail_eq": _split(t["fail_eq"], ("left", "actual", "expected")),
+        "pass_generic": _split(t["pass_generic"], ("left", "actual", "cell")),
+        "fail_generic": _split(t["fail_generic"], ("left", "actual", "cell")),
+    }
+    for lang, t in _T.items()
+}
+
+
+class _Plan:
+    """What rendering one policy in one language needs, worked out once: labels, units, kinds,
+    citations, formulas and the fixed parts of every line, per name, row and cell, filled in as
+    they are first needed. Kept per compiled policy and language (`_plan_for`); only ever
+    added to (each entry a pure function of the immutable policy and the language, so a
+    concurrent fill computes the same text), and bounded by the size of the policy except the
+    cache of value lines (`_lines`), which is cleared when it grows large."""
+
+    def __init__(self, names: _Names, lang: str):
+        self.names = names
+        self.lang = lang
+        self.t = t = _T[lang]
+        self.p = _PIECES[lang]
+        self.rounding = names.rounding
+        self.quantum = names.rounding.unit if names.rounding is not None else None
+        every = [*names.info, *names.decisions]
+        self.labels: dict[str, str] = {n: names.label(n, lang) for n in every}
+        self.units: dict[str, str] = {n: names.unit(n, lang) for n in every}
+        self.kinds: dict[str, str] = {n: names.kind(n) for n in every}
+        self.deps: dict[str, set[str]] = {n: names.depends(n) for n in names.decisions}
+        self.provs = {"sourced": t["sourced"], "derived": t["derived_p"], "illustrative": t["illustrative_p"]}
+        self.trace_title = "—" * 8 + (" 计算过程 " if lang == "zh" else " trace ") + "—" * 8
+        self.enum_any = {value: str(getattr(label, lang)) for value, label in names.any_value_label.items()}
+        #: name -> value -> its label (the name's own labels, then any name's)
+        self.enums: dict[str | None, dict[str, str]] = {}
+        # per name, row or cell: the fixed parts of its lines (see the methods below)
+        self.heads: dict[tuple[str, str, str], tuple[str, str, str, str, str, Decimal | None]] = {}
+        self.row_parts: dict[tuple[str, int], tuple[str, str, str, str, str, str, str, tuple[ir.Cite, ...]]] = {}
+        self.cells: dict[tuple[str, int, int], tuple[Any, ...]] = {}
+        self.details: dict[str, tuple[Any, ...] | None] = {}
+        self.formula_parts: dict[str, tuple[str, tuple[tuple[str, str, str, str], ...]]] = {}
+        self.decision_parts: dict[str, tuple[Any, ...]] = {}
+        #: (what, key) -> (the value it was made for, the line): reused only for that same object
+        self._lines: dict[tuple[Any, ...], tuple[Any, str]] = {}
+        self.also_lines: dict[frozenset[str], str] = {}
+        #: (decision, its fired rows) -> whether its own citations need a line (`basis_needed`)
+        self.bases: dict[tuple[str, tuple[int, ...]], bool] = {}
+
+    # --- values --------------------------------------------------------------------------
+
+    def show(self, value: Any, name: str | None, kind: str) -> str:
+        """`_Names.show`, with the common types first."""
+        tp = type(value)
+        if tp is Decimal:
+            if kind == "money" and self.quantum is not None:
+                value = value.quantize(self.quantum)
+            return format(value, "f")
+        if tp is str:
+            labels = self.enums.get(name)
+            if labels is None:
+                labels = dict(self.enum_any)
+                for v, label in self.names.value_labels.get(name or "", {}).items():
+                    labels[v] = str(getattr(label, self.lang))
+                self.enums[name] = labels
+            text = labels.get(value)
+            return value if text is None else text
+        if tp is bool:
+            return self.t["true"] if value else self.t["false"]
+        if tp is int:
+            return str(value)
+        if value is None:
+            return self.t["null"]
+        if tp is Unknown:
+            return self.t["unknown"]
+        if tp is dt.date:
+            day: str = value.isoformat()
+            return day
+        if tp is list or tp is tuple:
+            return "[" + ", ".join([self.show(v, name, "") for v in value]) + "]"
+        return self.names.show(value, name, kind, self.lang)
+
+    def fmt(self, value: Any, kind: str) -> str:
+        """`fmt`, with a Decimal first."""
+        if type(value) is Decimal:
+            if kind == "money" and self.quantum is not None:
+                value = value.quantize(self.quantum)
+            return format(value, "f")
+        return fmt(value, kind, self.lang, self.rounding)
+
+    def label(self, name: str) -> str:
+        text = self.labels.get(name)
+        if text is None:
+            text = self.labels[name] = self.names.label(name, self.lang)
+        return text
+
+    def unit(self, name: str) -> str:
+        text = self.units.get(name)
+        if text is None:
+            text = self.units[name] = self.names.unit(name, self.lang)
+        return text
+
+    def kind(self, name: str) -> str:
+        text = self.kinds.get(name)
+        if text is None:
+            text = self.kinds[name] = self.names.kind(name)
+        return text
+
+    def depends(self, name: str) -> set[str]:
+        deps = self.deps.get(name)
+        if deps is None:
+            deps = self.deps[name] = self.names.depends(name)
+        return deps
+
+    # --- the trace -----------------------------------------------------------------------
+
+    def head(self, what: str, name: str, owner: str = "") -> tuple[str, str, str, str, str, Decimal | None]:
+        """For an input, derived or output event of `name`: the text before the member index,
+        the text between it and the value, the text after the value when it is known and when
+        it is not; the name's type, and the rounding unit of its Decimal values (None: as is)."""
+        parts = self.heads.get((what, name, owner))
+        if parts is None:
+            p = self.p[what]
+            label = self.label(name)
+            how = ""
+            if what == "derived":
+                node = self.names.derived.get(name)
+                if node is not None and node.expr is not None:
+                    how = f" = {formula(self.names, node.expr, self.lang)}"
+            elif what == "output":
+                label = self.label(owner) + "/" + label
+            kind = self.kind(name)
+            parts = ("· " + p[0] + label, p[1], p[2] + self.unit(name) + p[3] + how, p[2] + p[3] + how,
+                     kind, self.quantum if kind == "money" else None)
+            self.heads[(what, name, owner)] = parts
+        return parts
+
+    def param_line(self, e: tuple[Any, ...]) -> str:
+        key = ("param", e[1], e[2], e[4], e[5])
+        made = self._lines.get(key)
+        value = e[3]
+        if made is not None and made[0] is value:
+            return made[1]
+        p = self.p["param"]
+        name = e[1]
+        where = f"[{', '.join(e[2])}]" if e[2] else ""
+        prov = self.provs[e[5]]
+        line: str = ("· " + p[0] + self.label(name) + where + p[1] + self.fmt(value, self.kind(name)) + p[2]
+                + self.unit(name) + p[3] + e[4].isoformat() + p[4] + prov + p[5])
+        self._keep(key, value, line)
+        return line
+
+    def _keep(self, key: tuple[Any, ...], value: Any, line: str) -> None:
+        if len(self._lines) >= 4096:
+            self._lines.clear()
+        self._lines[key] = (value, line)
+
+    def row(self, owner: str, index: int) -> tuple[str, str, str, str, str, str, str, tuple[ir.Cite, ...]]:
+        """A row's fixed texts: its trace line's start when it fired, failed and could not be
+        decided, the citation after it, the start and end of its line among the failed rows
+        (`_row_line`), and its basis line when it fired; and its citations."""
+        parts = self.row_parts.get((owner, index))
+        if parts is None:
+            t = self.t
+            row = self.names.tables[owner].rows[index]
+            cites = _cites_lang(row.cites, self.lang)
+            start = "· " + self.label(owner) + " "
+            after = (f"（{cites}）" if self.lang == "zh" and cites else f" ({cites})" if cites else "")
+            rule = t["rule"].format(row=row.id)
+            where = (f"（{cites}）" if self.lang == "zh" else f" ({cites})") if cites else ""
+            parts = (
+                start + t["row_line"].format(row=row.id, result=t["row_fired"]),
+                start + t["row_line"].format(row=row.id, result=t["row_failed"]),
+                start + t["row_line"].format(row=row.id, result=t["row_unknown"]),
+                after,
+                rule.strip(" （）()") + t["colon"],
+                where + t["period"],
+                "  " + t["basis"].format(cites=cites or "-") + rule + t["period"],
+                row.cites,
+            )
+            self.row_parts[(owner, index)] = parts
+        return parts
+
+    # --- cells ---------------------------------------------------------------------------
+
+    def cell(self, owner: str, index: int, cell: tuple[Any, ...], values: dict[str, Any],
+             memo: dict[Any, Any]) -> str:
+        """One tested cell in words: what the value was, what the rule asked, and the margin.
+        ``memo`` is the render's own (its `values` do not change, and its cells are alive)."""
+        key = (owner, index, id(cell))
+        known: str | None = memo.get(key)
+        if known is not None:
+            return known
+        col, actual, passed, a, _b = cell
+        text: str
+        fixed = self.cells.get((owner, index, col))
+        if fixed is None:
+            fixed = self.cells[(owner, index, col)] = self._cell(owner, index, col)
+        left, column, kind, unit, test, ordered, right, limit_unit, expected = fixed
+        p = self.p
+        actual_text = self.show(actual, column, kind) + (unit if actual is not None else "")
+        if ordered and isinstance(actual, (int, Decimal)) and isinstance(a, (int, Decimal)):
+            t = self.t
+            diff = (actual if type(actual) is Decimal else Decimal(actual)) - \
+                (a if type(a) is Decimal else Decimal(a))
+            rel = t["above"] if diff > 0 else t["below"] if diff < 0 else t["equal"]
+            limit = self.fmt(a, kind) + limit_unit
+            if passed is True:
+                q = p["pass_cmp"]
+                text = q[0] + left + q[1] + actual_text + q[2] + rel + q[3] + right + q[4] + limit + q[5]
+            else:
+                amount = self.fmt(abs(diff), kind) + unit
+                margin = "" if diff == 0 else (" " + amount if self.lang == "zh" else
+                                              p["margin"][0] + amount + p["margin"][1])
+                q = p["fail_cmp"]
+                text = (q[0] + left + q[1] + actual_text + q[2] + rel + q[3] + right + q[4] + limit + q[5]
+                        + margin + q[6] + test.text + q[7])
+        elif expected is not None:
+            detail = self.detail(column, values, memo) if column else ""
+            if passed is True:
+                q = p["pass_eq"]
+                text = q[0] + left + q[1] + actual_text + q[2] + detail
+            else:
+                q = p["fail_eq"]
+                text = q[0] + left + q[1] + actual_text + q[2] + expected + q[3] + detail
         else:
-            right, limit_unit = formula(names, test.a, lang), unit
-        diff = Decimal(actual) - Decimal(a)
+            q = p["pass_generic" if passed is True else "fail_generic"]
+            text = q[0] + left + q[1] + actual_text + q[2] + test.text + q[3]
+        memo[key] = text
+        return text
+
+    def _cell(self, owner: str, index: int, col: int) -> tuple[Any, ...]:
+        names, lang = self.names, self.lang
+        table = names.tables[owner]
+        column_expr = table.inputs[col]
+        test = table.rows[index].tests[col]
+        kind = column_expr.type
+        column = column_expr.name if isinstance(column_expr, ir.Ref) else None
+        left = self.label(column) if column else formula(names, column_expr, lang)
+        unit = self.unit(column) if column else ""
+        ordered = test.kind == "compare" and test.op in ("<", "<=", ">", ">=")
+        right = limit_unit = ""
+        if ordered:
+            if isinstance(test.a, ir.Ref):
+                right, limit_unit = self.label(test.a.name), self.unit(test.a.name)
+            elif isinstance(test.a, ir.Const):
+                right, limit_unit = "", unit
+            else:
+                right, limit_unit = formula(names, test.a, lang), unit
+            right = right + (" " if right else "")
+        expected = None
+        if test.kind == "compare" and test.op == "==" and isinstance(test.a, ir.Const):
+            expected = self.show(test.a.value, column, kind)
+        return (left, column, kind, unit, test, ordered, right, limit_unit, expected)
+
+    def detail(self, name: str, values: dict[str, Any], memo: dict[Any, Any]) -> str:
+        """For a yes/no value defined as a comparison of two numbers, the numbers and the margin
+        (kept in the render's ``memo``: its `values` do not change)."""
+        text: str | None = memo.get(name)
+        if text is None:
+            text = memo[name] = self._detail_text(name, values)
+        return text
+
+    def _detail_text(self, name: str, values: dict[str, Any]) -> str:
+        if name in self.details:
+            fixed = self.details[name]
+        else:
+            fixed = self.details[name] = self._detail(name)
+        if fixed is None:
+            return ""
+        left, left_ref, left_const, unit, right, right_ref, right_const, right_unit, kind = fixed
+        a = values.get(left_ref) if left_ref is not None else left_const
+        b = values.get(right_ref) if right_ref is not None else right_const
+        if not isinstance(a, (int, Decimal)) or not isinstance(b, (int, Decimal)) or isinstance(a, bool):
+            return ""
+        t = self.t
+        diff = (a if type(a) is Decimal else Decimal(a)) - (b if type(b) is Decimal else Decimal(b))
         rel = t["above"] if diff > 0 else t["below"] if diff < 0 else t["equal"]
-        amount = fmt(abs(diff), kind, lang, names.rounding) + unit
-        margin = "" if diff == 0 else (" " + amount if lang == "zh" else t["margin"].format(amount=amount))
-        return t["pass_cmp" if passed is True else "fail_cmp"].format(
-            left=left, actual=actual_text, rel=rel, right=right + (" " if right else ""),
-            limit=fmt(a, kind, lang, names.rounding) + limit_unit, margin=margin, cell=test.text)
-    if test.kind == "compare" and test.op == "==" and isinstance(test.a, ir.Const):
-        expected = names.show(test.a.value, column, kind, lang)
-        detail = _comparison_detail(names, column, lang) if column else ""
-        if passed is True:
-            return t["pass_eq"].format(left=left, actual=actual_text) + detail
-        return t["fail_eq"].format(left=left, actual=actual_text, expected=expected) + detail
-    return t["pass_generic" if passed is True else "fail_generic"].format(left=left, actual=actual_text,
-                                                                           cell=test.text)
+        amount = self.fmt(abs(diff), kind) + unit
+        margin = "" if diff == 0 else (" " + amount if self.lang == "zh" else
+                                      self.p["margin"][0] + amount + self.p["margin"][1])
+        q = self.p["pass_cmp"]
+        text = (q[0] + left + q[1] + self.fmt(a, kind) + unit + q[2] + rel + q[3] + right
+                + (" " if right else "") + q[4] + self.fmt(b, kind) + (right_unit or unit) + q[5] + margin)
+        return f"（{text}）" if self.lang == "zh" else f" ({text})"
+
+    def _detail(self, name: str) -> tuple[Any, ...] | None:
+        node = self.names.derived.get(name)
+        expr = node.expr if node is not None else None
+        if not isinstance(expr, ir.Compare) or expr.op not in ("<", "<=", ">", ">="):
+            return None
+
+        def side(e: ir.Expr) -> tuple[str, str | None, Any, str]:
+            if isinstance(e, ir.Ref):
+                return self.label(e.name), e.name, None, self.unit(e.name)
+            if isinstance(e, ir.Const):
+                return "", None, e.value, ""
+            return formula(self.names, e, self.lang), None, None, ""
+
+        left, left_ref, left_const, unit = side(expr.left)
+        right, right_ref, right_const, right_unit = side(expr.right)
+        return (left, left_ref, left_const, unit, right, right_ref, right_const, right_unit, expr.left.type)
+
+    # --- the lines of a decision ---------------------------------------------------------
+
+    def decision(self, decision_id: str) -> tuple[Any, ...]:
+        """A decision's fixed texts and lists: its label, its outputs (short name, qualified
+        name, type, label and unit), the tables whose failed rows summary and the other
+        levels show, its citations and their basis line, and its outputs with a formula."""
+        parts = self.decision_parts.get(decision_id)
+        if parts is None:
+            t, lang, names = self.t, self.lang, self.names
+            node = names.decisions[decision_id]
+            outputs = tuple((o.short, o.name, o.type, f"{getattr(o.label, lang)} ", self.unit(o.name))
+                            for o in node.outputs)
+            deps = self.depends(decision_id)
+            mine = (decision_id,) if decision_id in names.tables else ()
+            others = tuple(sorted(n for n in deps if n in names.tables and n != decision_id))
+            basis = "  " + t["basis"].format(cites=_cites_lang(node.cites, lang)) + t["period"]
+            with_formula = tuple(o for o in node.outputs if o.expr is not None and not isinstance(o.expr, ir.Const))
+            parts = (getattr(node.label, lang), outputs, mine, mine + others, frozenset(node.cites), basis,
+                     with_formula, names.tables.get(decision_id))
+            self.decision_parts[decision_id] = parts
+        return parts
+
+    def basis_needed(self, decision_id: str, cites: frozenset[ir.Cite], fired_rows: tuple[int, ...]) -> bool:
+        """Whether some of a decision's `cites` are not among those of the rows that fired."""
+        key = (decision_id, fired_rows)
+        needed = self.bases.get(key)
+        if needed is None:
+            shown: set[ir.Cite] = set()
+            for index in fired_rows:
+                shown.update(self.row(decision_id, index)[7])
+            needed = not cites <= shown
+            if len(self.bases) >= 4096:
+                self.bases.clear()
+            self.bases[key] = needed
+        return needed
+
+    def formula_line(self, output: ir.OutputNode, values: dict[str, Any]) -> str:
+        fixed = self.formula_parts.get(output.name)
+        if fixed is None:
+            from .expressions import refs_of
+
+            refs = tuple((ref, self.label(ref), self.kind(ref), self.unit(ref))
+                         for ref in sorted(refs_of(output.expr)) if self.kind(ref) != "list")
+            text = self.t["formula"].format(label=getattr(output.label, self.lang),
+                                            formula=formula(self.names, output.expr, self.lang))
+            fixed = self.formula_parts[output.name] = (text, refs)
+        text, refs = fixed
+        items = []
+        for ref, label, kind, unit in refs:
+            if ref in values:
+                value = values[ref]
+                known = value is not None and not isinstance(value, Unknown)
+                items.append(f"{label} {self.show(value, ref, kind)}{unit if known else ''}")
+        if items:
+            p = self.p["values"]
+            return "  " + text + p[0] + self.t["item_sep"].join(items) + p[1] + self.t["period"]
+        return "  " + text + self.t["period"]
+
+    def also(self, used: frozenset[str]) -> str | None:
+        """The line giving the clauses of the values used (sorted by name); None without any."""
+        line = self.also_lines.get(used)
+        if line is None:
+            t, names = self.t, self.names
+            extra = []
+            for used_name in sorted(used):
+                item = names.derived.get(used_name) or names.parameters.get(used_name)
+                if item is not None and item.cites:
+                    extra.append(t["also_item"].format(label=self.label(used_name),
+                                                       cites=_cites_lang(item.cites, self.lang)))
+            p = self.p["also"]
+            line = ("  " + p[0] + t["sep"].join(extra) + p[1] + t["period"]) if extra else ""
+            if len(self.also_lines) >= 1024:
+                self.also_lines.clear()
+            self.also_lines[used] = line
+        return line or None
+
+    def illustrative(self, param_name: str, event: tuple[Any, ...]) -> str:
+        key = ("illustrative", param_name, event[4])
+        made = self._lines.get(key)
+        if made is not None and made[0] is event[3]:
+            return made[1]
+        t, lang = self.t, self.lang
+        param = self.names.parameters[param_name]
+        dated = next((v for v in param.values if v.start == event[4]), None)
+        if lang == "en":
+            note = (dated.note_en if dated and dated.note_en else param.note_en) or \
+                (dated.note if dated and dated.note else param.note)
+        else:
+            note = dated.note if dated and dated.note else param.note
+        note = note or t["illustrative_p"]
+        p = self.p["illustrative"]
+        line: str = ("  " + p[0] + getattr(param.label, lang) + p[1] + self.fmt(event[3], param.type) + p[2]
+                + self.unit(param_name) + p[3] + note + p[4])
+        self._keep(key, event[3], line)
+        return line
 
 
-def _comparison_detail(names: _Names, name: str, lang: str) -> str:
-    """For a yes/no value defined as a comparison of two numbers, the numbers and the margin."""
-    node = names.derived.get(name)
-    expr = node.expr if node is not None else None
-    if not isinstance(expr, ir.Compare) or expr.op not in ("<", "<=", ">", ">="):
-        return ""
-
-    def value_of(e: ir.Expr) -> tuple[str, Any, str]:
-        if isinstance(e, ir.Ref):
-            return names.label(e.name, lang), names.values.get(e.name), names.unit(e.name, lang)
-        if isinstance(e, ir.Const):
-            return "", e.value, ""
-        return formula(names, e, lang), None, ""
-
-    left, a, unit = value_of(expr.left)
-    right, b, right_unit = value_of(expr.right)
-    if not isinstance(a, (int, Decimal)) or not isinstance(b, (int, Decimal)) or isinstance(a, bool):
-        return ""
-    t = _T[lang]
-    kind = expr.left.type
-    diff = Decimal(a) - Decimal(b)
-    rel = t["above"] if diff > 0 else t["below"] if diff < 0 else t["equal"]
-    amount = fmt(abs(diff), kind, lang, names.rounding) + unit
-    margin = "" if diff == 0 else (" " + amount if lang == "zh" else t["margin"].format(amount=amount))
-    text = t["pass_cmp"].format(left=left, actual=fmt(a, kind, lang, names.rounding) + unit, rel=rel,
-                                right=right + (" " if right else ""),
-                                limit=fmt(b, kind, lang, names.rounding) + (right_unit or unit)) + margin
-    return f"（{text}）" if lang == "zh" else f" ({text})"
+#: (id of a compiled policy, lang) -> the policy and its `_Plan` (the policy kept to check the id)
+_PLANS: dict[tuple[int, str], tuple[ir.CompiledPolicy, _Plan]] = {}
 
 
-def _last_values(events: tuple[tuple[Any, ...], ...]) -> dict[str, Any]:
-    """The value of every entity-level name as read or computed in the trace."""
-    out: dict[str, Any] = {}
-    for e in events:
-        if e[0] in ("input", "derived") and e[2] is None:
-            out[e[1]] = e[3]
-        elif e[0] == "param":
-            out[e[1]] = e[3]
-        elif e[0] == "output":
-            out[f"{e[1]}.{e[2]}"] = e[3]
-    return out
-
-
-def _formula_line(names: _Names, output: ir.OutputNode, values: dict[str, Any], lang: str) -> str:
-    t = _T[lang]
-    from .expressions import refs_of
-
-    items = []
-    for ref in sorted(refs_of(output.expr)):
-        if ref in values and names.kind(ref) != "list":
-            value = values[ref]
-            shown = names.show(value, ref, names.kind(ref), lang)
-            known = value is not None and not isinstance(value, Unknown)
-            items.append(f"{names.label(ref, lang)} {shown}{names.unit(ref, lang) if known else ''}")
-    text = t["formula"].format(label=getattr(output.label, lang), formula=formula(names, output.expr, lang))
-    return text + (t["values"].format(items=t["item_sep"].join(items)) if items else "")
-
-
-def _row_line(names: _Names, table: ir.Table, row: ir.Row, event: tuple[Any, ...], lang: str) -> str | None:
-    """A failed row: its id, the first cell that failed, and the row's clause."""
-    t = _T[lang]
-    if not event[4]:
-        return None
-    text = _cell_text(names, table, row, event[4][-1], lang)
-    cites = _cites_lang(row.cites, lang)
-    label = t["rule"].format(row=row.id).strip(" （）()")
-    where = (f"（{cites}）" if lang == "zh" else f" ({cites})") if cites else ""
-    return f"{label}{t['colon']}{text}{where}{t['period']}"
+def _plan_for(policy: ir.CompiledPolicy, lang: str) -> _Plan:
+    cached = _PLANS.get((id(policy), lang))
+    if cached is None or cached[0] is not policy:
+        plan = _Plan(_names_for(policy), lang)
+        if len(_PLANS) >= 128:
+            _PLANS.clear()
+        cached = _PLANS[(id(policy), lang)] = (policy, plan)
+    return cached[1]
 
 
 def render(decision: Decision, lang: str = "zh", level: str = "summary") -> str:
@@ -396,153 +732,159 @@ def render(decision: Decision, lang: str = "zh", level: str = "summary") -> str:
     if level not in ("summary", "fails", "full"):
         raise ValueError(f"level must be summary, fails or full, not {level!r}")
     t = _T[lang]
-    names = _names_for(decision.policy)
+    plan = _plan_for(decision.policy, lang)
     events = decision.events
     lines: list[str] = []
-    row_events: dict[tuple[str, int], tuple[Any, ...]] = {}
+    add = lines.append
+    #: table owner -> row index -> the row's (last) event
+    row_events: dict[str, dict[int, tuple[Any, ...]]] = {}
     fired: dict[str, tuple[int, ...]] = {}
     illustrative: dict[str, tuple[Any, ...]] = {}
+    #: the value of every entity-level name as read or computed in the trace
+    values: dict[str, Any] = {}
+    #: every derived value and parameter in the trace
+    used_all: set[str] = set()
+    #: this render's cell and comparison texts (see `_Plan.cell`)
+    memo: dict[Any, Any] = {}
     for e in events:
-        if e[0] == "row":
-            row_events[(e[1], e[2])] = e
-        elif e[0] == "fired":
+        kind = e[0]
+        if kind == "input":
+            if e[2] is None:
+                values[e[1]] = e[3]
+        elif kind == "derived":
+            used_all.add(e[1])
+            if e[2] is None:
+                values[e[1]] = e[3]
+        elif kind == "param":
+            used_all.add(e[1])
+            values[e[1]] = e[3]
+            if e[5] == "illustrative" and e[1] not in illustrative:
+                illustrative[e[1]] = e
+        elif kind == "row":
+            owned = row_events.get(e[1])
+            if owned is None:
+                owned = row_events[e[1]] = {}
+            owned[e[2]] = e
+        elif kind == "fired":
             fired[e[1]] = e[2]
-        elif e[0] == "param" and e[5] == "illustrative":
-            illustrative.setdefault(e[1], e)
-    values = _last_values(events)
-    names.values = values
+        elif kind == "output":
+            values[f"{e[1]}.{e[2]}"] = e[3]
+    summary = level == "summary"
+    colon, period = t["colon"], t["period"]
     for decision_id, outcome in decision.items():
-        node = names.decisions[decision_id]
-        label = getattr(node.label, lang)
+        label, outputs, mine, all_owners, node_cites, basis, with_formula, table = plan.decision(decision_id)
         if outcome.status == "not_in_force":
-            lines.append(f"{label}{t['colon']}{t['not_in_force']}{t['period']}")
-            lines.append("  " + t["not_in_force_reason"].format(day=decision.as_of.isoformat(), reason=outcome.reason))
+            add(f"{label}{colon}{t['not_in_force']}{period}")
+            add("  " + t["not_in_force_reason"].format(day=decision.as_of.isoformat(), reason=outcome.reason))
             if outcome.cites:
-                lines.append("  " + t["basis"].format(cites=_cites_lang(outcome.cites, lang)) + t["period"])
+                add("  " + t["basis"].format(cites=_cites_lang(outcome.cites, lang)) + period)
             continue
         if outcome.status == "needs_information":
-            lines.append(f"{label}{t['colon']}{t['needs_information']}{t['period']}")
-            lines.append("  " + t["missing"].format(items=", ".join(outcome.missing)))
+            add(f"{label}{colon}{t['needs_information']}{period}")
+            add("  " + t["missing"].format(items=", ".join(outcome.missing)))
         else:
             parts = []
-            for output in node.outputs:
-                value = outcome.outputs.get(output.short)
+            got = outcome.outputs
+            for short, name, output_type, output_label, unit in outputs:
+                value = got.get(short)
                 known = value is not None and not isinstance(value, Unknown)
-                parts.append(f"{getattr(output.label, lang)} {names.show(value, output.name, output.type, lang)}"
-                             f"{names.unit(output.name, lang) if known else ''}")
-            lines.append(f"{label}{t['colon']}" + t["sep"].join(parts) + t["period"])
-        deps = names.depends(decision_id)
-        table = names.tables.get(decision_id)
+                parts.append(output_label + plan.show(value, name, output_type) + (unit if known else ""))
+            add(label + colon + t["sep"].join(parts) + period)
+        deps = plan.depends(decision_id)
         # the rule that decided, with its clause and the conditions it checked
-        shown_cites: set[ir.Cite] = set()
+        fired_rows: tuple[int, ...] = ()
         if table is not None and decision_id in fired:
-            for index in fired[decision_id]:
-                row = table.rows[index]
-                shown_cites.update(row.cites)
-                lines.append("  " + t["basis"].format(cites=_cites_lang(row.cites, lang) or "-")
-                             + t["rule"].format(row=row.id) + t["period"])
-                event = row_events.get((decision_id, index))
+            fired_rows = fired[decision_id]
+            for index in fired_rows:
+                row_parts = plan.row(decision_id, index)
+                add(row_parts[6])
+                event = row_events.get(decision_id, {}).get(index)
                 for cell in event[4] if event else ():
-                    lines.append("    " + _cell_text(names, table, row, cell, lang) + t["period"])
-        if node.cites and not set(node.cites) <= shown_cites:
-            lines.append("  " + t["basis"].format(cites=_cites_lang(node.cites, lang)) + t["period"])
+                    add("    " + plan.cell(decision_id, index, cell, values, memo) + period)
+        # the decision's own clauses, unless the rules shown cite them all
+        if node_cites and plan.basis_needed(decision_id, node_cites, fired_rows):
+            add(basis)
         # why the rules before it did not apply (summary), or every failed condition (fails, full)
-        owners = [decision_id] if decision_id in names.tables else []
-        if level != "summary":
-            owners += sorted(n for n in deps if n in names.tables and n != decision_id)
-        for owner in owners:
-            owner_table = names.tables[owner]
-            first_fired = min(fired.get(owner, (len(owner_table.rows),)))
-            for index, row in enumerate(owner_table.rows):
-                event = row_events.get((owner, index))
-                if event is None or event[3] is not False:
+        for owner in mine if summary else all_owners:
+            owned = row_events.get(owner)
+            if owned is None:  # no row of its table tested
+                continue
+            owner_rows = len(plan.names.tables[owner].rows)
+            first_fired = min(fired.get(owner, (owner_rows,)))
+            for index in sorted(owned) if len(owned) > 1 else owned:
+                event = owned[index]
+                if event[3] is not False or index >= owner_rows:
                     continue
-                if level == "summary" and index > first_fired:
+                if summary and index > first_fired:
                     continue
-                text = _row_line(names, owner_table, row, event, lang)
-                if text:
-                    lines.append("  " + text)
-        if (level != "summary" or table is None) and outcome.status == "decided":
-            for output in node.outputs:
-                if output.expr is not None and not isinstance(output.expr, ir.Const):
-                    lines.append("  " + _formula_line(names, output, values, lang) + t["period"])
-        if level == "full" and outcome.status != "not_in_force":
-            used = {e[1] for e in events if e[0] in ("derived", "param")} & deps
-            extra = []
-            for used_name in sorted(used):
-                item = names.derived.get(used_name) or names.parameters.get(used_name)
-                if item is not None and item.cites:
-                    extra.append(t["also_item"].format(label=names.label(used_name, lang),
-                                                       cites=_cites_lang(item.cites, lang)))
-            if extra:
-                lines.append("  " + t["also"].format(items=t["sep"].join(extra)) + t["period"])
+                if event[4]:
+                    row_parts = plan.row(owner, index)
+                    add("  " + row_parts[4] + plan.cell(owner, index, event[4][-1], values, memo) + row_parts[5])
+        if (not summary or table is None) and outcome.status == "decided":
+            for output in with_formula:
+                add(plan.formula_line(output, values))
+        if level == "full":
+            line = plan.also(frozenset(used_all & deps))
+            if line is not None:
+                add(line)
         for param_name, event in illustrative.items():
             if param_name in deps:
-                param = names.parameters[param_name]
-                dated = next((v for v in param.values if v.start == event[4]), None)
-                if lang == "en":
-                    note = (dated.note_en if dated and dated.note_en else param.note_en) or \
-                        (dated.note if dated and dated.note else param.note)
-                else:
-                    note = dated.note if dated and dated.note else param.note
-                note = note or t["illustrative_p"]
-                lines.append("  " + t["illustrative"].format(
-                    label=getattr(param.label, lang), value=fmt(event[3], param.type, lang, names.rounding),
-                    unit=names.unit(param_name, lang), note=note))
+                add(plan.illustrative(param_name, event))
     if level == "full":
-        lines.append("")
-        lines.append("—" * 8 + (" 计算过程 " if lang == "zh" else " trace ") + "—" * 8)
-        shown_params: set[tuple[Any, ...]] = set()
-        for e in events:
-            if e[0] == "param":
-                key = (e[1], e[2], e[4])
-                if key in shown_params:
-                    continue
-                shown_params.add(key)
-            line = _event_line(names, e, lang)
-            if line:
-                lines.append(line)
+        add("")
+        add(plan.trace_title)
+        _trace(plan, events, values, memo, add)
     return "\n".join(lines)
 
 
-def _event_line(names: _Names, e: tuple[Any, ...], lang: str) -> str | None:
-    t = _T[lang]
-    kind = e[0]
-    if kind == "input":
-        where = f"[{e[2]}]" if e[2] is not None else ""
-        return "· " + t["input"].format(label=names.label(e[1], lang) + where,
-                                        value=names.show(e[3], e[1], names.kind(e[1]), lang),
-                                        unit=names.unit(e[1], lang) if not isinstance(e[3], Unknown) else "")
-    if kind == "param":
-        prov = {"sourced": t["sourced"], "derived": t["derived_p"], "illustrative": t["illustrative_p"]}[e[5]]
-        key = f"[{', '.join(e[2])}]" if e[2] else ""
-        return "· " + t["param"].format(label=names.label(e[1], lang) + key,
-                                        value=fmt(e[3], names.kind(e[1]), lang, names.rounding),
-                                        unit=names.unit(e[1], lang), start=e[4].isoformat(), prov=prov)
-    if kind == "derived":
-        where = f"[{e[2]}]" if e[2] is not None else ""
-        node = names.derived.get(e[1])
-        how = f" = {formula(names, node.expr, lang)}" if node is not None and node.expr is not None else ""
-        return "· " + t["derived"].format(label=names.label(e[1], lang) + where,
-                                          value=names.show(e[3], e[1], names.kind(e[1]), lang),
-                                          unit=names.unit(e[1], lang) if not isinstance(e[3], Unknown) else "") + how
-    if kind == "row":
-        table = names.tables[e[1]]
-        row = table.rows[e[2]]
-        result = t["row_fired"] if e[3] is True else t["row_failed"] if e[3] is False else t["row_unknown"]
-        text = "· " + names.label(e[1], lang) + " " + t["row_line"].format(row=row.id, result=result)
-        if e[3] is False and e[4]:
-            text += t["colon"] + _cell_text(names, table, row, e[4][-1], lang)
-        cites = _cites_lang(row.cites, lang)
-        return text + (f"（{cites}）" if lang == "zh" and cites else f" ({cites})" if cites else "")
-    if kind == "nomatch":
-        return "· " + t["nomatch"].format(owner=names.label(e[1], lang))
-    if kind == "output":
-        name = f"{e[1]}.{e[2]}"
-        return "· " + t["output"].format(label=names.label(e[1], lang) + "/" + names.label(name, lang),
-                                         value=names.show(e[3], name, names.kind(name), lang),
-                                         unit=names.unit(name, lang) if not isinstance(e[3], Unknown) else "")
-    return None
+def _trace(plan: _Plan, events: tuple[tuple[Any, ...], ...], values: dict[str, Any],
+           memo: dict[Any, Any], add: Any) -> None:
+    """The trace, a line per event (each parameter value once)."""
+    heads = plan.heads
+    show = plan.show
+    colon = plan.t["colon"]
+    shown_params: set[tuple[Any, ...]] = set()
+    for e in events:
+        what = e[0]
+        if what == "input" or what == "derived":
+            name = e[1]
+            parts = heads.get((what, name, "")) or plan.head(what, name)
+            value = e[3]
+            m = e[2]
+            if type(value) is Decimal:  # `_Plan.show`, inline
+                quantum = parts[5]
+                text = format(value if quantum is None else value.quantize(quantum), "f")
+                tail = parts[2]
+            else:
+                text = show(value, name, parts[4])
+                tail = parts[3] if isinstance(value, Unknown) else parts[2]
+            add(parts[0] + ("" if m is None else f"[{m}]") + parts[1] + text + tail)
+        elif what == "param":
+            key = (e[1], e[2], e[4])
+            if key in shown_params:
+                continue
+            shown_params.add(key)
+            add(plan.param_line(e))
+        elif what == "row":
+            owner, index, result = e[1], e[2], e[3]
+            row_parts = plan.row(owner, index)
+            if result is True:
+                add(row_parts[0] + row_parts[3])
+            elif result is False:
+                if e[4]:
+                    add(row_parts[1] + colon + plan.cell(owner, index, e[4][-1], values, memo) + row_parts[3])
+                else:
+                    add(row_parts[1] + row_parts[3])
+            else:
+                add(row_parts[2] + row_parts[3])
+        elif what == "nomatch":
+            add("· " + plan.t["nomatch"].format(owner=plan.label(e[1])))
+        elif what == "output":
+            name = f"{e[1]}.{e[2]}"
+            parts = heads.get(("output", name, e[1])) or plan.head("output", name, e[1])
+            value = e[3]
+            add(parts[0] + parts[1] + show(value, name, parts[4])
+                + (parts[3] if isinstance(value, Unknown) else parts[2]))
 
 
 # --- the JSON record ------------------------------------------------------------------------
