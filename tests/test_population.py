@@ -232,3 +232,135 @@ def test_prefetched_chunks_keep_order_and_raise_the_readers_error_in_place() -> 
         if item == 3:
             break
     assert len(pulled) <= 6  # read ahead by at most about one item, then stopped
+
+
+# --- CSV read column by column (screen) ----------------------------------------------------------
+
+
+def _flat(facts: dict[str, Any], prefix: str = "") -> dict[str, str]:
+    out: dict[str, str] = {}
+    for key, value in facts.items():
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{prefix}{key}."))
+        elif key == "members" or value is None:
+            continue
+        elif isinstance(value, list):
+            out[prefix + key] = ";".join(map(str, value))
+        elif isinstance(value, bool):
+            out[prefix + key] = "true" if value else "false"
+        else:
+            out[prefix + key] = str(value)
+    return out
+
+
+def _write_csv(path: Path, rows: list[dict[str, str]], newline: str = "\n") -> None:
+    columns: list[str] = []
+    for row in rows:
+        columns.extend(c for c in row if c not in columns)
+    lines = [",".join(columns)] + [",".join(row.get(c, "") for c in columns) for row in rows]
+    path.write_text(newline.join(lines) + newline, encoding="utf-8")
+
+
+#: cells a clerk's export may hold, in any column: read (or refused) as the row-by-row reading does
+_ODD_CELLS = ["abc", " 12 ", "+5", "1_000", "\u0661\u0662", "99999999999999999999", "-0", "007", " yes ", "Y",
+              "N", "t", "maybe", "1e3", "-5", "12.50", " 5.5", ".5", "1E+2", "NaN", "2023-13-01", "2023-02-29",
+              "1964-04-26", "urban", "RURAL", "north", "x;y", "a; ;b", "  "]
+
+
+#: flags written as people write them (read, not refused)
+_FLAG_CELLS = [" yes ", "Y", "N", "t", "TRUE", "0", "1", "No"]
+
+
+def _csv_population(tmp_path: Path, seed: int, rate: float, newline: str = "\n", flags_read: bool = False) -> Path:
+    """300 synthetic households as CSV tables, a ``rate`` of their cells replaced by odd text
+    (with ``flags_read``, text in a flag column is always a readable flag, so that every chunk
+    is read column by column)."""
+    rng = random.Random(seed)
+    households, members = [], []
+    for h in P.synth_households(300, "anhui", seed=seed):
+        households.append(_flat(h))
+        for m in h.get("members") or []:
+            members.append({**_flat(m), "household_id": h["household_id"]})
+    for rows, kinds in ((households, P._CSV_HOUSEHOLD), (members, P._CSV_MEMBER)):
+        for row in rows:
+            for column in list(row):
+                if column != "household_id" and rng.random() < rate:
+                    flag = flags_read and kinds.get(column) == "bool"
+                    row[column] = rng.choice(_FLAG_CELLS if flag else _ODD_CELLS)
+    households[7]["household_id"] = households[3]["household_id"]  # a repeated id shares the members
+    households[9].pop("household_id")  # no id: the row number, and no members
+    path = tmp_path / f"h{seed}.csv"
+    _write_csv(path, households, newline)
+    _write_csv(P.members_path(path), members, newline)
+    return path
+
+
+def _screen_both(path: Path, engine: pe.Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+                 ) -> tuple[P.ScreenResult, pl.DataFrame, P.ScreenResult, pl.DataFrame]:
+    columnar = P.screen(engine, path, tmp_path / "columnar.parquet", AS_OF, chunk_size=50)
+    with monkeypatch.context() as patch:
+        patch.setattr(P, "_csv_chunks", lambda *args: None)  # the row-by-row reading
+        rows = P.screen(engine, path, tmp_path / "rows.parquet", AS_OF, chunk_size=50)
+    return (columnar, pl.read_parquet(tmp_path / "columnar.parquet"),
+            rows, pl.read_parquet(tmp_path / "rows.parquet"))
+
+
+@pytest.mark.parametrize(("seed", "rate", "newline", "flags_read"),
+                         [(1, 0.0, "\n", False), (2, 0.002, "\r\n", False), (3, 0.01, "\n", False),
+                          (5, 0.01, "\n", True), (6, 0.03, "\r\n", True)])
+def test_csv_column_by_column_equals_row_by_row(tmp_path: Path, anhui: pe.Engine, monkeypatch: pytest.MonkeyPatch,
+                                                seed: int, rate: float, newline: str, flags_read: bool) -> None:
+    path = _csv_population(tmp_path, seed, rate, newline, flags_read)
+    assert P._csv_chunks(path, anhui, 50, []) is not None  # the file is read column by column
+    columnar, a, rows, b = _screen_both(path, anhui, tmp_path, monkeypatch)
+    assert a.equals(b)
+    assert columnar.errors == rows.errors
+    assert columnar.households == rows.households > 100
+    if rate:
+        assert rows.errors  # the odd cells did reach the intake
+
+
+def test_csv_cells_only_the_row_reading_keeps_send_their_chunk_row_by_row(
+        tmp_path: Path, anhui: pe.Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = _csv_population(tmp_path, 4, 0.0)
+    lines = path.read_text(encoding="utf-8").splitlines()
+    header = lines[0].split(",")
+    cells = lines[120].split(",")
+    cells[header.index("current_benefits.receiving_dibao")] = "maybe"  # not a flag: the intake says so
+    lines[120] = ",".join(cells)
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    columnar, a, rows, b = _screen_both(path, anhui, tmp_path, monkeypatch)
+    assert a.equals(b) and columnar.errors == rows.errors
+    assert [(e.row, e.column) for e in columnar.errors] == [(120, "current_benefits.receiving_dibao")]
+    assert "expected true or false" in columnar.errors[0].message
+
+
+@pytest.mark.parametrize("text", ['h,"quoted"\n', "household_id,area_type\n\nA,rural\n", "household_id\rA\r",
+                                  "household_id,nonsense\nA,1\n", "household_id,area_type,area_type\nA,x,y\n",
+                                  "\nhousehold_id\nA\n", "\ufeffhousehold_id\nA\n"])
+def test_csv_files_polars_could_split_differently_are_read_row_by_row(tmp_path: Path, text: str) -> None:
+    path = tmp_path / "h.csv"
+    path.write_text(text, encoding="utf-8")
+    assert not P._csv_plain_file(path, P._CSV_HOUSEHOLD)
+
+
+def test_csv_plain_file_accepts_crlf(tmp_path: Path) -> None:
+    path = tmp_path / "h.csv"
+    path.write_bytes(b"household_id,area_type\r\nA,rural\r\nB,urban\r\n")
+    assert P._csv_plain_file(path, P._CSV_HOUSEHOLD)
+
+
+def test_whole_numbers_beyond_64_bits_are_refused_everywhere(tmp_path: Path, anhui: pe.Engine) -> None:
+    facts = {"area_type": "rural", "assets": {"vehicle_count": 2**63}, "members": []}
+    with pytest.raises(pe.FactsError, match="whole number out of range"):
+        anhui.decide(facts, AS_OF)
+    anhui.decide({**facts, "assets": {"vehicle_count": 2**63 - 1}}, AS_OF)  # the largest allowed
+    # a Parquet column of unsigned counts: the row beyond the limit is reported, the others go on
+    frame = pl.DataFrame({"household_id": ["A", "B"], "area_type": ["rural", "rural"],
+                          "assets": pl.DataFrame({"vehicle_count": pl.Series([1, 2**63], dtype=pl.UInt64)})
+                          .to_struct("assets")})
+    frame.write_parquet(tmp_path / "u.parquet")
+    result = P.screen(anhui, tmp_path / "u.parquet", tmp_path / "out.parquet", AS_OF)
+    assert result.households == 1
+    assert [(e.row, e.column) for e in result.errors] == [(2, "assets.vehicle_count")]
+    assert "out of range" in result.errors[0].message

@@ -25,7 +25,7 @@ from typing import Any
 import polars as pl
 
 from . import ir
-from .intake import _SIGNED_MONEY, coerce
+from .intake import _SIGNED_MONEY, INTEGER_LIMIT, coerce
 
 __all__ = ["BadField", "Chunk", "read_chunk"]
 
@@ -100,12 +100,15 @@ def _typed(series: pl.Series, node: ir.InputNode) -> tuple[pl.Series, pl.Series]
             odd = odd | (values < 0).fill_null(False)
         return values, odd
     if kind == "integer":
+        # beyond ±INTEGER_LIMIT (an unsigned column's top half, Int64's lowest value, long text)
+        # coerce gives the error
         if dtype.is_integer():
-            return series.cast(pl.Int64), none
+            values = series.cast(pl.Int64, strict=False)
+            return values, given & (values.is_null() | (values < -INTEGER_LIMIT)).fill_null(True)
         if dtype == pl.String:
             plain = series.str.contains(_PLAIN_INTEGER).fill_null(False)
             values = pl.select(pl.when(plain).then(series.str.strip_chars())).to_series().cast(pl.Int64, strict=False)
-            return values, given & (plain.not_() | values.is_null())
+            return values, given & (plain.not_() | values.is_null() | (values < -INTEGER_LIMIT).fill_null(True))
         return pl.repeat(None, len(series), dtype=pl.Int64, eager=True), given
     if kind == "boolean":
         if dtype == pl.Boolean:

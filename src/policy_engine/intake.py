@@ -63,6 +63,10 @@ def _lookup(data: Any, path: tuple[str, ...]) -> Any:
     return data
 
 
+#: the largest whole number a fact may be, either way (a 64-bit integer, as population files hold them)
+INTEGER_LIMIT = 2**63 - 1
+
+
 def coerce(value: Any, node: ir.InputNode, signed: bool = False) -> Any:
     """Convert one fact to its declared type; raises ValueError with a user-facing message."""
     kind = node.type
@@ -85,13 +89,17 @@ def coerce(value: Any, node: ir.InputNode, signed: bool = False) -> Any:
     if kind == "integer":
         if isinstance(value, bool):
             raise ValueError("expected a whole number, not a boolean")
+        whole: int | None = None
         if isinstance(value, int):
-            return value
-        if isinstance(value, Decimal) and value == value.to_integral_value():
-            return int(value)
-        if isinstance(value, str) and value.strip().lstrip("-").isdigit():
-            return int(value)
-        raise ValueError(f"expected a whole number, not {value!r}")
+            whole = value
+        elif (isinstance(value, Decimal) and value.is_finite() and value == value.to_integral_value()) or (
+                isinstance(value, str) and value.strip().lstrip("-").isdigit()):
+            whole = int(value)
+        if whole is None:
+            raise ValueError(f"expected a whole number, not {value!r}")
+        if not -INTEGER_LIMIT <= whole <= INTEGER_LIMIT:
+            raise ValueError(f"whole number out of range: at most {INTEGER_LIMIT} either way")
+        return whole
     if kind == "boolean":
         if isinstance(value, bool):
             return value
@@ -310,7 +318,8 @@ def _reader(node: ir.InputNode) -> Reader:
             return _coerce_checked(raw, node)
         return number
     if kind == "integer":
-        return lambda raw, node: raw if type(raw) is int else _coerce_checked(raw, node)
+        return lambda raw, node: (raw if type(raw) is int and -INTEGER_LIMIT <= raw <= INTEGER_LIMIT
+                                  else _coerce_checked(raw, node))
     if kind == "boolean":
         return lambda raw, node: raw if type(raw) is bool else _coerce_checked(raw, node)
     if kind == "date":

@@ -274,6 +274,188 @@ def _csv_rows(path: Path) -> Iterator[_Raw]:
             yield number, hid, facts
 
 
+# --- CSV, column by column ------------------------------------------------------------------------
+#
+# ``screen`` reads a CSV file with polars when that cannot change what is read: the cells are text
+# either way, a column is converted as ``_csv_cell`` converts its cells (integers, flags and lists;
+# the other facts stay text, which ``batch_intake.read_chunk`` checks as ``decide`` does), and a
+# file or chunk where polars and Python's csv module could differ goes row by row instead.
+
+_CSV_ASCII_INT = r"^-?[0-9]+$"  # what both polars and int() read, to the same value
+_CSV_ASCII_WORD = r"^[A-Za-z0-9]+$"  # nothing for str.strip() to remove, lower() is ASCII
+
+
+def _csv_plain_file(path: Path, kinds: dict[str, Any]) -> bool:
+    """Whether polars reads ``path`` exactly as ``csv.DictReader`` does: every header a fact path
+    of ``kinds`` (or ``household_id`` / ``_household_id``), no header twice, and no quote, blank
+    line or lone carriage return anywhere (where the two parsers could split records apart)."""
+    with open(path, encoding="utf-8", newline="") as handle:
+        try:
+            header = next(csv.reader(handle), None)
+        except (csv.Error, UnicodeDecodeError):
+            return False
+    allowed = set(kinds) | {"household_id", "_household_id"}
+    if not header or len(set(header)) != len(header) or not set(header) <= allowed:
+        return False
+    tail = b""
+    with open(path, "rb") as handle:
+        while True:
+            block = handle.read(1 << 24)
+            text = tail + block
+            if not tail and text[:1] in (b"\n", b"\r"):
+                return False
+            if b'"' in block or b"\n\n" in text or b"\n\r\n" in text:
+                return False
+            # a carriage return must start a CRLF; one that ends a block is seen again with the next
+            seen = text[:-1] if block and text.endswith(b"\r") else text
+            if b"\r" in seen.replace(b"\r\n", b""):
+                return False
+            if not block:
+                return True
+            tail = text[-2:]
+
+
+def _csv_column(text: pl.Series, kind: Any) -> tuple[pl.Series, pl.Series | None]:
+    """A column of CSV cells as ``_csv_cell`` converts each, for ``read_chunk``; and the cells it
+    cannot hold (None: none), which only the row-by-row reading keeps: text that is not a flag,
+    where a flag is expected."""
+    given = text.is_not_null()
+    if kind == "int":  # kept as text that read_chunk reads exactly as the intake reads the cell
+        odd = (given & text.str.contains(_CSV_ASCII_INT).not_()).fill_null(False)
+        if odd.any():
+            index = odd.arg_true()
+            cells = [_csv_cell(t, kind) for t in text.gather(index)]
+            text = text.scatter(index, pl.Series([str(c) for c in cells], dtype=pl.String))
+        return text, None
+    if kind == "bool":
+        low = text.str.to_lowercase()
+        values = (pl.select(pl.when(low.is_in(sorted(_TRUE))).then(True).when(low.is_in(sorted(_FALSE)))
+                            .then(False)).to_series().alias(text.name))
+        odd = (given & (text.str.contains(_CSV_ASCII_WORD).not_() | values.is_null())).fill_null(False)
+        if odd.any():  # " yes ", "Yes\u3000" ...: as _csv_cell reads them, or left to the row-by-row reading
+            index = odd.arg_true()
+            cells = [_csv_cell(t, kind) for t in text.gather(index)]
+            read = [c if isinstance(c, bool) else None for c in cells]
+            values = values.scatter(index, pl.Series(read, dtype=pl.Boolean))
+            unread = [i for i, c in zip(index.to_list(), read) if c is None]
+            if unread:
+                return values, pl.repeat(False, len(text), dtype=pl.Boolean, eager=True).scatter(unread, True)
+        return values, None
+    if isinstance(kind, tuple):  # a list: split and stripped by Python itself
+        return pl.Series(text.name, [None if t is None else _csv_cell(t, kind) for t in text],
+                         dtype=pl.List(pl.String)), None
+    return text, None
+
+
+def _csv_structs(frame: pl.DataFrame, kinds: dict[str, Any], wanted: set[str]
+                 ) -> tuple[pl.DataFrame, pl.Series | None]:
+    """The facts layout of a frame of CSV cells (columns named by fact paths; only the ``wanted``
+    paths, the policy's inputs: the intake reads no other), converted and nested as structs by
+    path; and the rows with a cell only the row-by-row reading keeps (None: none)."""
+    tree: dict[str, Any] = {}
+    odd: pl.Series | None = None
+    for name in frame.columns:
+        if name not in wanted:
+            continue
+        column, unread = _csv_column(frame[name], kinds[name])
+        if unread is not None:
+            odd = unread if odd is None else odd | unread
+        *parents, last = name.split(".")
+        node = tree
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[last] = column.alias(last)
+
+    def build(name: str, node: Any) -> pl.Series:
+        if isinstance(node, pl.Series):
+            return node
+        return pl.DataFrame([build(k, v) for k, v in node.items()]).to_struct(name)
+
+    columns = [build(k, v).alias(k) for k, v in tree.items()]
+    if "household_id" in frame.columns:
+        columns.insert(0, frame["household_id"])
+    return pl.DataFrame(columns, height=frame.height), odd
+
+
+def _csv_chunks(path: Path, engine: Any, chunk_size: int, errors: list[RowError]
+                ) -> Iterator[tuple[Any, pl.Series, pl.Series]] | None:
+    """``_chunks`` for a CSV household table (and its members table), column by column; None when
+    the files must be read row by row. A chunk with a cell only the row-by-row reading keeps
+    (``"maybe"`` where a flag is expected) is read row by row."""
+    mpath = members_path(path)
+    if not _csv_plain_file(path, _CSV_HOUSEHOLD):
+        return None
+    inputs = engine.policy.inputs
+    wanted = {".".join(n.path) for n in inputs if n.entity == "household"}
+    members: pl.DataFrame | None = None  # household id -> its members as a list of structs
+    raw_members: pl.DataFrame | None = None
+    odd_households: pl.Series | None = None  # ids of households with a member read row by row
+    if mpath.exists():
+        if not _csv_plain_file(mpath, _CSV_MEMBER):
+            return None
+        raw_members = pl.read_csv(mpath, infer_schema=False)
+        if "household_id" not in raw_members.columns:
+            return None  # no member belongs to a household: the row-by-row reading says so
+        raw_members = raw_members.filter(pl.col("household_id").is_not_null())
+        table, odd = _csv_structs(raw_members.drop("household_id"), _CSV_MEMBER,
+                                  {".".join(n.path) for n in inputs if n.entity == "member"})
+        if odd is not None:
+            odd_households = raw_members["household_id"].filter(odd).unique()
+        if not table.width:  # members with no facts read still count
+            table = pl.DataFrame({"_member": pl.repeat(True, raw_members.height, dtype=pl.Boolean, eager=True)})
+        members = (pl.DataFrame([raw_members["household_id"], table.to_struct("members")])
+                   .group_by("household_id", maintain_order=True).agg("members"))
+    return _csv_chunks_of(path, engine, chunk_size, errors, wanted, members, raw_members, odd_households)
+
+
+def _csv_chunks_of(path: Path, engine: Any, chunk_size: int, errors: list[RowError], wanted: set[str],
+                   members: pl.DataFrame | None, raw_members: pl.DataFrame | None,
+                   odd_households: pl.Series | None) -> Iterator[tuple[Any, pl.Series, pl.Series]]:
+    from .batch_intake import read_chunk
+
+    by_household: dict[str, list[dict[str, Any]]] | None = None  # for chunks read row by row
+    first = 1
+    for cells in pl.scan_csv(path, infer_schema=False).collect_batches(chunk_size=chunk_size):
+        frame, odd = _csv_structs(cells, _CSV_HOUSEHOLD, wanted)
+        if odd_households is not None and "household_id" in cells.columns:
+            odd = cells["household_id"].is_in(odd_households.implode()) | (odd if odd is not None else False)
+        if odd is not None and odd.any():  # this chunk row by row, as _csv_rows reads it
+            if raw_members is not None and by_household is None:
+                by_household = {}
+                for row in raw_members.iter_rows(named=True):
+                    by_household.setdefault(row["household_id"], []).append(
+                        _csv_facts({k: v for k, v in row.items() if k != "household_id"}, _CSV_MEMBER))
+            raw: list[_Raw] = []
+            for number, row in enumerate(cells.iter_rows(named=True), first):
+                facts = _csv_facts(row, _CSV_HOUSEHOLD)
+                hid = row.get("household_id") or None
+                if by_household is not None:
+                    facts["members"] = by_household.get(hid, []) if hid else []
+                raw.append((number, hid, facts))
+            yield from _read_rows(iter(raw), engine, max(len(raw), 1), errors)
+            first += cells.height
+            continue
+        if members is not None:
+            dtype = members.schema["members"]
+            if "household_id" in frame.columns:
+                frame = frame.join(members, on="household_id", how="left", maintain_order="left")
+                frame = frame.with_columns(pl.col("members").fill_null(pl.lit([], dtype=dtype)))
+            else:
+                frame = frame.with_columns(pl.lit([], dtype=dtype).alias("members"))
+        chunk = read_chunk(engine.policy, frame, first, ID_COLUMN)
+        _report(chunk, frame, first, errors)
+        first += cells.height
+        yield chunk.population, chunk.ids, chunk.rows
+
+
+def _report(chunk: Any, frame: pl.DataFrame, first: int, errors: list[RowError]) -> None:
+    """A columnar chunk's bad fields as row errors, in the order the row-by-row reading gives
+    them (by row, then fact path)."""
+    for b in sorted(chunk.bad, key=lambda b: (b.position, b.column)):
+        hid = frame[ID_COLUMN][b.position] if ID_COLUMN in frame.columns else None
+        errors.append(RowError(first + b.position, b.column, b.message, str(hid) if hid is not None else None))
+
+
 def _raw_rows(path: str | os.PathLike[str], engine: Any = None, clean: bool = True) -> Iterator[_Raw]:
     p = Path(path)
     kind = format_of(p)
@@ -319,25 +501,33 @@ def read_batches(path: str | os.PathLike[str], engine: Any, chunk_size: int = 10
     row (wrong type, unknown enum value, negative money, a line that is not JSON) is left out and
     each of its bad fields is appended to ``errors`` as a :class:`RowError`.
     """
-    from .vector import read_to_population
-
     if chunk_size < 1:
         raise ValueError("chunk_size must be at least 1")
     sink = errors if errors is not None else []
+    for population, ids, rows in _read_rows(_raw_rows(path, engine, clean=False), engine, chunk_size, sink):
+        yield population.with_columns(ids.alias(ID_COLUMN), rows.alias(ROW_COLUMN))
+
+
+def _read_rows(raw: Iterator[_Raw], engine: Any, chunk_size: int, sink: list[RowError]
+               ) -> Iterator[tuple[pl.DataFrame, pl.Series, pl.Series]]:
+    """Raw rows through the scalar intake, as (population, ids, row numbers) of at most
+    ``chunk_size`` households; a malformed row is left out and its bad fields go to ``sink``."""
+    from .vector import read_to_population
+
     inputs = engine.policy.inputs
     ids: list[str] = []
     rows: list[int] = []
     read: list[tuple[dict[str, Any], list[dict[str, Any]] | None]] = []
 
-    def flush() -> pl.DataFrame:
-        frame = read_to_population(engine.policy, read).with_columns(
-            pl.Series(ID_COLUMN, ids, dtype=pl.String), pl.Series(ROW_COLUMN, rows, dtype=pl.Int64))
+    def flush() -> tuple[pl.DataFrame, pl.Series, pl.Series]:
+        made = (read_to_population(engine.policy, read), pl.Series(ID_COLUMN, ids, dtype=pl.String),
+                pl.Series(ROW_COLUMN, rows, dtype=pl.Int64))
         ids.clear()
         rows.clear()
         read.clear()
-        return frame
+        return made
 
-    for number, hid, facts in _raw_rows(path, engine, clean=False):
+    for number, hid, facts in raw:
         if isinstance(facts, RowError):
             sink.append(facts)
             continue
@@ -369,15 +559,16 @@ def _chunks(path: str | os.PathLike[str], engine: Any, chunk_size: int, errors: 
         first = 1
         for frame in pl.scan_parquet(p).collect_batches(chunk_size=chunk_size):
             chunk = read_chunk(engine.policy, frame, first, ID_COLUMN)
-            for b in chunk.bad:
-                hid = frame[ID_COLUMN][b.position] if ID_COLUMN in frame.columns else None
-                errors.append(RowError(first + b.position, b.column, b.message,
-                                       str(hid) if hid is not None else None))
+            _report(chunk, frame, first, errors)
             first += frame.height
             yield chunk.population, chunk.ids, chunk.rows
         return
-    for frame in read_batches(path, engine, chunk_size, errors):
-        yield frame.drop(ID_COLUMN, ROW_COLUMN), frame[ID_COLUMN], frame[ROW_COLUMN]
+    if format_of(p) == "csv" and p.is_file():
+        columnar = _csv_chunks(p, engine, chunk_size, errors)
+        if columnar is not None:
+            yield from columnar
+            return
+    yield from _read_rows(_raw_rows(path, engine, clean=False), engine, chunk_size, errors)
 
 
 def _prefetched(chunks: Iterator[Any]) -> Iterator[Any]:
