@@ -364,3 +364,39 @@ def test_whole_numbers_beyond_64_bits_are_refused_everywhere(tmp_path: Path, anh
     assert result.households == 1
     assert [(e.row, e.column) for e in result.errors] == [(2, "assets.vehicle_count")]
     assert "out of range" in result.errors[0].message
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".jsonl"])
+def test_decimals_too_long_for_a_population_are_reported_and_the_rest_go_on(
+        tmp_path: Path, anhui: pe.Engine, suffix: str) -> None:
+    huge, tiny = "1" + "0" * 40, "0." + "0" * 30 + "1"
+    rows = [{"household_id": "A", "area_type": "rural", "assets.deposits": "1000"},
+            {"household_id": "B", "area_type": "rural", "assets.deposits": huge},
+            {"household_id": "C", "area_type": "urban", "assets.deposits": tiny},
+            {"household_id": "D", "area_type": "urban", "assets.deposits": "123456789012345678.5"}]
+    path = tmp_path / f"h{suffix}"
+    if suffix == ".csv":
+        _write_csv(path, rows)
+    else:
+        path.write_text("".join(json.dumps({"household_id": r["household_id"], "area_type": r["area_type"],
+                                            "assets": {"deposits": r["assets.deposits"]}}) + "\n" for r in rows),
+                        encoding="utf-8")
+    result = P.screen(anhui, path, tmp_path / "out.parquet", AS_OF)
+    assert result.households == 2
+    assert [(e.row, e.column) for e in result.errors] == [(2, "assets.deposits"), (3, "assets.deposits")]
+    assert all("too many digits" in e.message for e in result.errors)
+    # decide reads them where it can compute exactly, and decide_batch on facts decides those with it
+    assets = {"cash": "0", "securities": "0", "vehicle_count": 0, "vehicle_value": "0"}
+    facts = [{"area_type": "rural", "assets": {**assets, "deposits": value}, "members": []} for value in (tiny, "5")]
+    batch = anhui.decide_batch(facts, AS_OF, decisions=["dibao"])
+    assert batch["_fallback"].to_list() == [True, False]
+    for k, f in enumerate(facts):
+        outcome = anhui.decide(f, AS_OF)["dibao"]
+        assert batch["dibao.status"][k] == outcome.status == "decided"
+        assert batch["dibao.eligible"][k] == outcome.outputs["eligible"]
+        assert batch["dibao.fired_rows"][k].to_list() == list(outcome.fired_rows)
+    # where the arithmetic would need more than 34 digits, decide names the fact (as PE401)
+    beyond = {"area_type": "rural", "assets": {**assets, "deposits": huge}, "members": []}
+    for call in (lambda: anhui.decide(beyond, AS_OF), lambda: anhui.decide_batch([beyond], AS_OF)):
+        with pytest.raises(pe.FactsError, match=r"PE401 assets\.deposits: too many digits"):
+            call()

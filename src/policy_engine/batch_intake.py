@@ -25,11 +25,12 @@ from typing import Any
 import polars as pl
 
 from . import ir
-from .intake import _SIGNED_MONEY, INTEGER_LIMIT, coerce
+from .intake import _SIGNED_MONEY, INTEGER_LIMIT, TOO_MANY_DIGITS, coerce, fits_digits
 
 __all__ = ["BadField", "Chunk", "read_chunk"]
 
-_PLAIN_DECIMAL = r"^\s*[+-]?\d+(\.\d+)?\s*$"
+#: a decimal polars reads exactly, within intake.DECIMAL_DIGITS on both sides of the point
+_PLAIN_DECIMAL = r"^\s*[+-]?\d{1,18}(\.\d{1,18})?\s*$"
 _PLAIN_INTEGER = r"^\s*-?\d+\s*$"
 _ISO_DATE = r"^\d{4}-\d{2}-\d{2}$"
 
@@ -147,12 +148,18 @@ def read_column(series: pl.Series, node: ir.InputNode) -> tuple[pl.Series, list[
     signed = node.path[-1] in _SIGNED_MONEY
     index = odd.arg_true().to_list()
     fixed: list[tuple[int, Any]] = []
+    decimal = node.type in ("money", "decimal")
     for i in index:
         try:
-            fixed.append((i, coerce(series[i], node, signed=signed)))
+            value = coerce(series[i], node, signed=signed)
         except ValueError as exc:
             bad.append((i, str(exc)))
-    if fixed and node.type in ("money", "decimal"):
+            continue
+        if decimal and not fits_digits(value):
+            bad.append((i, TOO_MANY_DIGITS))
+        else:
+            fixed.append((i, value))
+    if fixed and decimal:
         decimals = [v for _, v in fixed]
         present = values.drop_nulls()
         dtype = _decimal_dtype(decimals + ([present.max(), present.min()] if len(present) else []))
@@ -234,6 +241,10 @@ def read_chunk(policy: ir.CompiledPolicy, frame: pl.DataFrame, first_row: int,
             bad.append(BadField(i, "members", "members must be a list"))
     households = pl.DataFrame(columns)
     if bad:
+        # too many digits is said only of a household with no other bad fact, as the row-by-row
+        # reading says it (after the intake has read the household)
+        others = {b.position for b in bad if b.message != TOO_MANY_DIGITS}
+        bad = [b for b in bad if b.message != TOO_MANY_DIGITS or b.position not in others]
         refused = sorted({b.position for b in bad})
         keep = pl.repeat(True, n, dtype=pl.Boolean, eager=True).scatter(refused, False)
         households = households.filter(keep)

@@ -5,14 +5,14 @@ from __future__ import annotations
 import datetime as dt
 import os
 from collections.abc import Iterator, Mapping, Sequence
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 from typing import Any, Literal
 
 from . import ir
 from .compile import compile_or_raise
-from .diagnostics import Diagnostic, make
+from .diagnostics import Diagnostic, FactsError, make
 from .evaluate import Backend, Case, NotInForce, Unknown
-from .intake import as_date, facts_reader
+from .intake import as_date, facts_reader, too_many_digits
 
 Level = Literal["summary", "fails", "full"]
 Lang = Literal["zh", "en"]
@@ -199,7 +199,7 @@ class Engine:
         known = {d.id: d for d in wanted}
         missing = [d for d in decisions if d not in known]
         if missing:
-            from .diagnostics import FactsError, did_you_mean
+            from .diagnostics import did_you_mean
 
             raise FactsError([make("PE403", f"no decision `{d}` for entity {entity}", path="decisions",
                                    hint=did_you_mean(d, known)) for d in missing])
@@ -217,7 +217,7 @@ class Engine:
         """
         day = as_date(as_of)
         if entity not in ENTITIES:
-            from .diagnostics import FactsError, did_you_mean
+            from .diagnostics import did_you_mean
 
             raise FactsError([make("PE403", f"unknown entity `{entity}`", path="entity",
                                    hint=did_you_mean(entity, ENTITIES) or f"one of {', '.join(ENTITIES)}")])
@@ -248,6 +248,9 @@ class Engine:
                     runners[node_id](case)
                 except NotInForce as stop:  # pragma: no cover - runners catch their own
                     case_outcomes[node_id] = ("not_in_force", {}, stop.reason, stop.cites)
+                except InvalidOperation:  # a result beyond 34 digits: name the facts that caused it
+                    raise FactsError(too_many_digits(self.policy.inputs, values, members) or [make(
+                        "PE401", "a computation with these facts needs more than 34 digits", path="")]) from None
             # final now: a runner returns at once for a decision that has an outcome
             status, outputs, detail, cites = case_outcomes[node_id]
             # `outputs` is this case's own dict (made by the runner, or a fresh `{}`): no copy

@@ -65,6 +65,32 @@ def _lookup(data: Any, path: tuple[str, ...]) -> Any:
 
 #: the largest whole number a fact may be, either way (a 64-bit integer, as population files hold them)
 INTEGER_LIMIT = 2**63 - 1
+#: the most digits a money or decimal fact can have before, and after, the point and still be
+#: computed exactly everywhere: 34-digit arithmetic, and a population's ``Decimal(38, s)`` columns
+DECIMAL_DIGITS = 18
+TOO_MANY_DIGITS = (f"too many digits: at most {DECIMAL_DIGITS} before and {DECIMAL_DIGITS} after the point "
+                   "can be computed exactly")
+
+
+def fits_digits(value: Decimal) -> bool:
+    """Whether a decimal fact is within ``DECIMAL_DIGITS`` on both sides of the point."""
+    exponent = value.as_tuple().exponent
+    return value.adjusted() < DECIMAL_DIGITS and isinstance(exponent, int) and exponent >= -DECIMAL_DIGITS
+
+
+def too_many_digits(inputs: tuple[ir.InputNode, ...], values: dict[str, Any],
+                    members: list[dict[str, Any]] | None) -> list[Diagnostic]:
+    """A PE401 for every decimal fact of a read case beyond ``DECIMAL_DIGITS`` (by fact path)."""
+    found = []
+    for node in inputs:
+        if node.type not in ("money", "decimal"):
+            continue
+        rows = [(None, values)] if node.entity != "member" else list(enumerate(members or ()))
+        for member, row in rows:
+            value = row.get(node.name)
+            if isinstance(value, Decimal) and not fits_digits(value):
+                found.append(_error(node, member, ValueError(TOO_MANY_DIGITS)))
+    return sorted(found, key=lambda d: d.path or "")
 
 
 def coerce(value: Any, node: ir.InputNode, signed: bool = False) -> Any:

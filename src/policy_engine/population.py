@@ -36,6 +36,7 @@ from pydantic import AfterValidator, BaseModel
 from . import facts as facts_models
 from .diagnostics import Diagnostic, FactsError, make
 from .intake import read_facts as _intake
+from .intake import too_many_digits
 
 __all__ = [
     "PROVINCES",
@@ -532,10 +533,15 @@ def _read_rows(raw: Iterator[_Raw], engine: Any, chunk_size: int, sink: list[Row
             sink.append(facts)
             continue
         try:
-            read.append(_intake(inputs, facts, "household"))
+            case = _intake(inputs, facts, "household")
         except FactsError as exc:
             sink.extend(_errors_of(number, hid, exc))
             continue
+        too_long = too_many_digits(inputs, *case)  # decide may not compute them; a population cannot hold them
+        if too_long:
+            sink.extend(_errors_of(number, hid, FactsError(too_long)))
+            continue
+        read.append(case)
         ids.append(hid if hid is not None else str(number))
         rows.append(number)
         if len(read) >= chunk_size:

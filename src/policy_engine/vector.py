@@ -1419,9 +1419,29 @@ def _dtype(node: ir.InputNode, scale: int) -> pl.DataType:
 
 
 def facts_to_population(engine: Any, facts: Sequence[Any], entity: str = "household") -> pl.DataFrame:
-    """The documented layout (docs/population.md) for a list of facts dicts, checked as ``decide`` does."""
+    """The documented layout (docs/population.md) for a list of facts dicts, checked as ``decide``
+    does. A decimal with more digits than a population holds (``intake.fits_digits``)
+    is left unknown here: ``decide_batch`` decides such a case with the scalar path."""
+    return _facts_population(engine, facts, entity)[0]
+
+
+def _facts_population(engine: Any, facts: Sequence[Any], entity: str) -> tuple[pl.DataFrame, list[int]]:
+    """``facts_to_population``, and the positions of the cases whose decimals it left unknown."""
+    from .intake import fits_digits
+
     policy: ir.CompiledPolicy = engine.policy
-    return read_to_population(policy, [read_facts(policy.inputs, f, entity) for f in facts], entity)
+    read = [read_facts(policy.inputs, f, entity) for f in facts]
+    decimals = [n.name for n in policy.inputs if n.type in ("money", "decimal")]
+    too_long: list[int] = []
+    for i, (values, members) in enumerate(read):
+        rows = [values, *(members or ())]
+        if any(isinstance(row.get(name), Decimal) and not fits_digits(row[name]) for row in rows for name in decimals):
+            too_long.append(i)
+            for row in rows:
+                for name in decimals:
+                    if isinstance(row.get(name), Decimal) and not fits_digits(row[name]):
+                        row[name] = None
+    return read_to_population(policy, read, entity), too_long
 
 
 def read_to_population(policy: ir.CompiledPolicy, read: Sequence[tuple[dict[str, Any], list[dict[str, Any]] | None]],
@@ -1669,14 +1689,17 @@ def decide_batch(engine: Any, population: pl.DataFrame | Split | Sequence[Any], 
     """
     day = as_date(as_of)
     facts_list = None
+    scalar: list[int] = []
     if not isinstance(population, (pl.DataFrame, Split)):
         facts_list = list(population)
-        population = facts_to_population(engine, facts_list, entity)
-    return _run(engine, population, day, entity, decisions, {}, facts_list)
+        population, scalar = _facts_population(engine, facts_list, entity)
+    return _run(engine, population, day, entity, decisions, {}, facts_list, scalar)
 
 
 def _run(engine: Any, population: pl.DataFrame | Split, day: dt.date, entity: str, decisions: list[str] | None,
-         reasons: dict[str, str], facts_list: list[Any] | None = None) -> pl.DataFrame:
+         reasons: dict[str, str], facts_list: list[Any] | None = None, scalar: Sequence[int] = ()) -> pl.DataFrame:
+    """``decide_batch``; the cases at positions ``scalar`` (whose facts the population could not
+    hold: they are in ``facts_list``) are decided by the scalar path."""
     policy: ir.CompiledPolicy = engine.policy
     wanted = engine.select(entity, decisions)
     entity_df, members_df, scales = _prepare(policy, population, entity)
@@ -1746,6 +1769,10 @@ def _run(engine: Any, population: pl.DataFrame | Split, day: dt.date, entity: st
         fallback = fallback | frame["_fb"]
         per_decision[node.id] = frame["_fb"]
         specs.append((node, outs))
+    if scalar:
+        forced = pl.repeat(False, n, dtype=pl.Boolean, eager=True).scatter(list(scalar), True)
+        fallback = fallback | forced
+        per_decision = {d: flags | forced for d, flags in per_decision.items()}
     result = pl.DataFrame(columns + [fallback.alias("_fallback")]) if columns else pl.DataFrame([fallback])
     if fallback.any():
         result = _fallback(engine, population, day, entity, result, specs, facts_list, per_decision)
