@@ -400,3 +400,64 @@ def test_decimals_too_long_for_a_population_are_reported_and_the_rest_go_on(
     for call in (lambda: anhui.decide(beyond, AS_OF), lambda: anhui.decide_batch([beyond], AS_OF)):
         with pytest.raises(pe.FactsError, match=r"PE401 assets\.deposits: too many digits"):
             call()
+
+
+@pytest.mark.parametrize(("households", "members"), [
+    ("household_id,area_type\nA,rural,extra\nB,urban\n", None),  # a cell beyond the header: ignored
+    ("household_id,area_type\nA,rural,\n", "household_id,adl_failed\nA,1,2\n"),
+    ("household_id,area_type\nA,rural\nB,urban\n", "household_id\nA\nA\n"),  # members with no facts
+    ("household_id,area_type\nA,rural\n", "household_id,relation\nA,head\nA,spouse\n"),  # none the policy reads
+    ("jurisdiction_code\nx\ny\n", None),  # no column the policy reads, no id
+    ("household_id,area_type\nA,rural\nB,urban\n", "household_id,birth_date\nA,0000-01-01\nB,1960-01-01\n"),
+])
+def test_csv_shapes_read_column_by_column_as_row_by_row(tmp_path: Path, anhui: pe.Engine,
+                                                         monkeypatch: pytest.MonkeyPatch,
+                                                         households: str, members: str | None) -> None:
+    path = tmp_path / "h.csv"
+    path.write_text(households, encoding="utf-8")
+    if members is not None:
+        P.members_path(path).write_text(members, encoding="utf-8")
+    columnar, a, rows, b = _screen_both(path, anhui, tmp_path, monkeypatch)
+    assert a.equals(b) and columnar.errors == rows.errors and columnar.households == rows.households
+
+
+def test_all_rows_refused_writes_the_same_file_either_way(tmp_path: Path, anhui: pe.Engine,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "h.csv"
+    path.write_text("household_id,area_type\nA,north\nB,south\n", encoding="utf-8")
+    columnar, a, rows, b = _screen_both(path, anhui, tmp_path, monkeypatch)
+    assert columnar.households == rows.households == 0 and len(columnar.errors) == 2
+    assert a.schema == b.schema
+
+
+@pytest.mark.parametrize(("dtype", "value"), [
+    (pl.Int64, 5 * 10**18), (pl.UInt64, 18 * 10**18), (pl.Decimal(38, 2), Decimal("12345678901234567890.12")),
+    (pl.Decimal(38, 20), Decimal("1E-20")), (pl.Decimal(38, 0), Decimal(10**36)),
+])
+def test_numeric_parquet_columns_keep_the_digit_limit_as_text_does(tmp_path: Path, anhui: pe.Engine,
+                                                                   dtype: pl.DataType, value: Any) -> None:
+    base = Decimal(1000) if isinstance(dtype, pl.Decimal) else 1000
+    deposits = pl.Series("deposits", [base, value] if dtype != pl.Decimal(38, 20) else [None, value], dtype=dtype)
+    frame = pl.DataFrame({"household_id": ["A", "B"], "area_type": ["rural", "rural"],
+                          "assets": pl.DataFrame([deposits]).to_struct("assets")})
+    frame.write_parquet(tmp_path / "h.parquet")
+    text = tmp_path / "h.jsonl"
+    text.write_text("".join(json.dumps({"household_id": h, "area_type": "rural", "assets": {"deposits": str(v)}}) + "\n"
+                            for h, v in zip("AB", deposits.to_list()) if v is not None)
+                    + ("" if deposits[0] is not None else json.dumps({"household_id": "A", "area_type": "rural"}) + "\n"),
+                    encoding="utf-8")
+    parquet = P.screen(anhui, tmp_path / "h.parquet", tmp_path / "p.parquet", AS_OF)
+    jsonl = P.screen(anhui, text, tmp_path / "j.parquet", AS_OF)
+    assert parquet.households == jsonl.households == 1
+    assert [(e.column, e.message) for e in parquet.errors] == [(e.column, e.message) for e in jsonl.errors]
+    assert "too many digits" in parquet.errors[0].message
+
+
+def test_whole_numbers_with_huge_exponents_are_refused_at_once(anhui: pe.Engine) -> None:
+    from policy_engine.intake import coerce
+
+    node = next(n for n in anhui.policy.inputs if n.name == "months_since_income_exceeded")
+    for value in (Decimal("1e999999999"), "9" * 5000, "-" + "1" * 30):
+        with pytest.raises(ValueError, match="out of range"):
+            coerce(value, node)
+    assert coerce("0" * 30 + "7", node) == 7

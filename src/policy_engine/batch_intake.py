@@ -25,14 +25,21 @@ from typing import Any
 import polars as pl
 
 from . import ir
-from .intake import _SIGNED_MONEY, INTEGER_LIMIT, TOO_MANY_DIGITS, coerce, fits_digits
+from .intake import (
+    _SIGNED_MONEY,
+    DECIMAL_DIGITS,
+    INTEGER_LIMIT,
+    TOO_MANY_DIGITS,
+    coerce,
+    fits_digits,
+)
 
 __all__ = ["BadField", "Chunk", "read_chunk"]
 
 #: a decimal polars reads exactly, within intake.DECIMAL_DIGITS on both sides of the point
 _PLAIN_DECIMAL = r"^\s*[+-]?\d{1,18}(\.\d{1,18})?\s*$"
 _PLAIN_INTEGER = r"^\s*-?\d+\s*$"
-_ISO_DATE = r"^\d{4}-\d{2}-\d{2}$"
+_ISO_DATE = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$"
 
 
 @dataclass(frozen=True)
@@ -97,6 +104,7 @@ def _typed(series: pl.Series, node: ir.InputNode) -> tuple[pl.Series, pl.Series]
             odd = given & (plain.not_() | values.is_null())
         else:  # floats (read by their shortest repr), booleans, anything else: one by one
             return pl.repeat(None, len(series), dtype=pl.Decimal(38, 0), eager=True), given
+        odd = odd | _beyond_digits(values)
         if kind == "money" and node.path[-1] not in _SIGNED_MONEY:
             odd = odd | (values < 0).fill_null(False)
         return values, odd
@@ -122,8 +130,8 @@ def _typed(series: pl.Series, node: ir.InputNode) -> tuple[pl.Series, pl.Series]
             return series.dt.date(), none
         if dtype == pl.String:
             plain = series.str.contains(_ISO_DATE).fill_null(False)
-            values = series.str.to_date("%Y-%m-%d", strict=False)
-            return values, given & (plain.not_() | values.is_null())
+            values = series.str.to_date("%Y-%m-%d", strict=False)  # year 0 too, which Python refuses
+            return values, given & (plain.not_() | values.is_null() | (values.dt.year() < 1).fill_null(False))
         return pl.repeat(None, len(series), dtype=pl.Date, eager=True), given
     if kind in ("enum", "text"):
         if dtype == pl.String:
@@ -136,6 +144,18 @@ def _typed(series: pl.Series, node: ir.InputNode) -> tuple[pl.Series, pl.Series]
             return series, none
         return pl.repeat(None, len(series), dtype=pl.List(pl.String), eager=True), given
     return series, none  # pragma: no cover - every declared type is handled above
+
+
+def _beyond_digits(values: pl.Series) -> pl.Series:
+    """Decimals a population cannot hold (``intake.fits_digits``): coerce reads them and the digit
+    check refuses them, as the row-by-row reading does. A column with more places than allowed
+    sends every value (whose exponent is the column's)."""
+    assert isinstance(values.dtype, pl.Decimal)
+    scale = values.dtype.scale or 0
+    if scale > DECIMAL_DIGITS:
+        return values.is_not_null()
+    limit = pl.lit(10 ** (DECIMAL_DIGITS + scale), dtype=pl.Int128)
+    return pl.select((pl.lit(values.to_physical()).abs() >= limit).fill_null(False)).to_series()
 
 
 def read_column(series: pl.Series, node: ir.InputNode) -> tuple[pl.Series, list[tuple[int, str]]]:

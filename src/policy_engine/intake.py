@@ -115,16 +115,22 @@ def coerce(value: Any, node: ir.InputNode, signed: bool = False) -> Any:
     if kind == "integer":
         if isinstance(value, bool):
             raise ValueError("expected a whole number, not a boolean")
+        beyond = f"whole number out of range: at most {INTEGER_LIMIT} either way"
         whole: int | None = None
         if isinstance(value, int):
             whole = value
-        elif (isinstance(value, Decimal) and value.is_finite() and value == value.to_integral_value()) or (
-                isinstance(value, str) and value.strip().lstrip("-").isdigit()):
+        elif isinstance(value, Decimal) and value.is_finite() and value == value.to_integral_value():
+            if value.adjusted() >= 19:  # refused before int() builds it (1e999999 would take minutes)
+                raise ValueError(beyond)
+            whole = int(value)
+        elif isinstance(value, str) and value.strip().lstrip("-").isdigit():
+            if len(value.strip().lstrip("-").lstrip("0")) > 19:
+                raise ValueError(beyond)
             whole = int(value)
         if whole is None:
             raise ValueError(f"expected a whole number, not {value!r}")
         if not -INTEGER_LIMIT <= whole <= INTEGER_LIMIT:
-            raise ValueError(f"whole number out of range: at most {INTEGER_LIMIT} either way")
+            raise ValueError(beyond)
         return whole
     if kind == "boolean":
         if isinstance(value, bool):

@@ -375,7 +375,9 @@ def _csv_structs(frame: pl.DataFrame, kinds: dict[str, Any], wanted: set[str]
     columns = [build(k, v).alias(k) for k, v in tree.items()]
     if "household_id" in frame.columns:
         columns.insert(0, frame["household_id"])
-    return pl.DataFrame(columns, height=frame.height), odd
+    if not columns:  # nothing the policy reads: the rows still count (as members, or households)
+        columns = [pl.repeat(True, frame.height, dtype=pl.Boolean, eager=True).alias("_member")]
+    return pl.DataFrame(columns), odd
 
 
 def _csv_chunks(path: Path, engine: Any, chunk_size: int, errors: list[RowError]
@@ -394,7 +396,7 @@ def _csv_chunks(path: Path, engine: Any, chunk_size: int, errors: list[RowError]
     if mpath.exists():
         if not _csv_plain_file(mpath, _CSV_MEMBER):
             return None
-        raw_members = pl.read_csv(mpath, infer_schema=False)
+        raw_members = pl.read_csv(mpath, infer_schema=False, truncate_ragged_lines=True)  # as DictReader
         if "household_id" not in raw_members.columns:
             return None  # no member belongs to a household: the row-by-row reading says so
         raw_members = raw_members.filter(pl.col("household_id").is_not_null())
@@ -402,8 +404,6 @@ def _csv_chunks(path: Path, engine: Any, chunk_size: int, errors: list[RowError]
                                   {".".join(n.path) for n in inputs if n.entity == "member"})
         if odd is not None:
             odd_households = raw_members["household_id"].filter(odd).unique()
-        if not table.width:  # members with no facts read still count
-            table = pl.DataFrame({"_member": pl.repeat(True, raw_members.height, dtype=pl.Boolean, eager=True)})
         members = (pl.DataFrame([raw_members["household_id"], table.to_struct("members")])
                    .group_by("household_id", maintain_order=True).agg("members"))
     return _csv_chunks_of(path, engine, chunk_size, errors, wanted, members, raw_members, odd_households)
@@ -416,7 +416,9 @@ def _csv_chunks_of(path: Path, engine: Any, chunk_size: int, errors: list[RowErr
 
     by_household: dict[str, list[dict[str, Any]]] | None = None  # for chunks read row by row
     first = 1
-    for cells in pl.scan_csv(path, infer_schema=False).collect_batches(chunk_size=chunk_size):
+    # cells beyond the header are ignored, as csv.DictReader files them under None
+    cells_of = pl.scan_csv(path, infer_schema=False, truncate_ragged_lines=True)
+    for cells in cells_of.collect_batches(chunk_size=chunk_size):
         frame, odd = _csv_structs(cells, _CSV_HOUSEHOLD, wanted)
         if odd_households is not None and "household_id" in cells.columns:
             odd = cells["household_id"].is_in(odd_households.implode()) | (odd if odd is not None else False)
@@ -446,7 +448,8 @@ def _csv_chunks_of(path: Path, engine: Any, chunk_size: int, errors: list[RowErr
         chunk = read_chunk(engine.policy, frame, first, ID_COLUMN)
         _report(chunk, frame, first, errors)
         first += cells.height
-        yield chunk.population, chunk.ids, chunk.rows
+        if chunk.population.height:  # as the row-by-row reading, which has nothing to give then
+            yield chunk.population, chunk.ids, chunk.rows
 
 
 def _report(chunk: Any, frame: pl.DataFrame, first: int, errors: list[RowError]) -> None:
@@ -567,7 +570,8 @@ def _chunks(path: str | os.PathLike[str], engine: Any, chunk_size: int, errors: 
             chunk = read_chunk(engine.policy, frame, first, ID_COLUMN)
             _report(chunk, frame, first, errors)
             first += frame.height
-            yield chunk.population, chunk.ids, chunk.rows
+            if chunk.population.height:
+                yield chunk.population, chunk.ids, chunk.rows
         return
     if format_of(p) == "csv" and p.is_file():
         columnar = _csv_chunks(p, engine, chunk_size, errors)
