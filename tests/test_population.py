@@ -461,3 +461,14 @@ def test_whole_numbers_with_huge_exponents_are_refused_at_once(anhui: pe.Engine)
         with pytest.raises(ValueError, match="out of range"):
             coerce(value, node)
     assert coerce("0" * 30 + "7", node) == 7
+
+
+def test_a_json_line_that_is_not_utf8_is_reported_and_the_rest_go_on(tmp_path: Path, anhui: pe.Engine) -> None:
+    lines = [json.dumps(h, ensure_ascii=False).encode("utf-8") for h in P.synth_households(3, "anhui", seed=2)]
+    lines.insert(1, b'{"household_id": "X", "area_type": "rural\xff\xfe"}')
+    path = tmp_path / "h.jsonl"
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    result = P.screen(anhui, path, tmp_path / "out.parquet", AS_OF)
+    assert result.households == 3
+    assert [(e.row, e.column) for e in result.errors] == [(2, "")]
+    assert result.errors[0].message == "not UTF-8 text (column 42)"  # the first byte that is not

@@ -199,9 +199,16 @@ _Raw = tuple[int, str | None, Any]  # row number, id (None: use the row number),
 
 
 def _jsonl_rows(path: Path) -> Iterator[_Raw]:
-    with open(path, encoding="utf-8") as handle:
+    # bytes that are not UTF-8 are kept as surrogate escapes, so that one such line is reported
+    # (it cannot be encoded back) and the lines after it are still read
+    with open(path, encoding="utf-8", errors="surrogateescape") as handle:
         for number, line in enumerate(handle, 1):
             if not line.strip():
+                continue
+            try:
+                line.encode("utf-8")
+            except UnicodeEncodeError as exc:
+                yield number, None, RowError(number, "", f"not UTF-8 text (column {exc.start + 1})")
                 continue
             try:
                 data = json.loads(line, parse_float=Decimal)
@@ -502,7 +509,7 @@ def read_batches(path: str | os.PathLike[str], engine: Any, chunk_size: int = 10
     docs/population.md, plus ``household_id`` (text) and ``row`` (1-based row number) columns.
 
     Every row is checked with the scalar intake (as ``Engine.decide`` checks facts); a malformed
-    row (wrong type, unknown enum value, negative money, a line that is not JSON) is left out and
+    row (wrong type, unknown enum value, negative money, a line that is not JSON or not UTF-8) is left out and
     each of its bad fields is appended to ``errors`` as a :class:`RowError`.
     """
     if chunk_size < 1:
