@@ -472,3 +472,14 @@ def test_a_json_line_that_is_not_utf8_is_reported_and_the_rest_go_on(tmp_path: P
     assert result.households == 3
     assert [(e.row, e.column) for e in result.errors] == [(2, "")]
     assert result.errors[0].message == "not UTF-8 text (column 42)"  # the first byte that is not
+
+
+def test_csv_cells_that_are_not_utf8_are_reported_and_the_rest_go_on(tmp_path: Path, anhui: pe.Engine) -> None:
+    path = tmp_path / "h.csv"
+    path.write_bytes(b"household_id,area_type,assets.deposits\nA,rural,10\nB,rur\xe9al,10\nC,urban,10\nD,urban,10\n")
+    P.members_path(path).write_bytes(b"household_id,member_id,income.wages\nA,m1,100\nC,m\xff1,100\nD,m1,5\n")
+    assert not P._csv_plain_file(path, P._CSV_HOUSEHOLD)  # read row by row, which reports the bytes
+    result = P.screen(anhui, path, tmp_path / "out.parquet", AS_OF)
+    assert result.households == 2
+    assert [(e.row, e.column, e.message, e.household_id) for e in result.errors] == [
+        (2, "area_type", "not UTF-8 text", "B"), (3, "members[0].member_id", "not UTF-8 text", "C")]

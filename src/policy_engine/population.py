@@ -14,6 +14,7 @@ row (the header is row 0).
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import csv
 import datetime as dt
@@ -263,22 +264,46 @@ def members_path(path: Path) -> Path:
     return path.with_name(path.stem + ".members.csv")
 
 
+def _not_utf8(row: dict[str, Any]) -> str | None:
+    """The first column of a CSV row (read with surrogate escapes) whose cell is not UTF-8 text."""
+    for column, text in row.items():
+        if isinstance(text, str):
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError:
+                return str(column)
+    return None
+
+
 def _csv_rows(path: Path) -> Iterator[_Raw]:
-    members: dict[str, list[dict[str, Any]]] = {}
+    # bytes that are not UTF-8 are kept as surrogate escapes, so that the row holding them is
+    # reported (a member's: its household) and the other rows are read
+    members: dict[str, list[dict[str, Any] | str]] = {}  # a str: the column of a member that is not UTF-8
     mpath = members_path(path)
     if mpath.exists():
-        with open(mpath, encoding="utf-8", newline="") as handle:
+        with open(mpath, encoding="utf-8", errors="surrogateescape", newline="") as handle:
             for row in csv.DictReader(handle):
                 hid = row.get("household_id")
                 if hid:
+                    bad = _not_utf8(row)
                     members.setdefault(hid, []).append(
-                        _csv_facts({k: v for k, v in row.items() if k != "household_id"}, _CSV_MEMBER))
-    with open(path, encoding="utf-8", newline="") as handle:
+                        bad if bad is not None
+                        else _csv_facts({k: v for k, v in row.items() if k != "household_id"}, _CSV_MEMBER))
+    with open(path, encoding="utf-8", errors="surrogateescape", newline="") as handle:
         for number, row in enumerate(csv.DictReader(handle), 1):
-            facts = _csv_facts(row, _CSV_HOUSEHOLD)
             hid = row.get("household_id") or None
+            bad = _not_utf8(row)
+            if bad is not None:
+                yield number, None, RowError(number, bad, "not UTF-8 text", hid if bad != "household_id" else None)
+                continue
+            facts = _csv_facts(row, _CSV_HOUSEHOLD)
             if mpath.exists():
-                facts["members"] = members.get(hid, []) if hid else []
+                listed = members.get(hid, []) if hid else []
+                unread = [(k, m) for k, m in enumerate(listed) if isinstance(m, str)]
+                if unread:
+                    yield number, hid, RowError(number, f"members[{unread[0][0]}].{unread[0][1]}", "not UTF-8 text", hid)
+                    continue
+                facts["members"] = listed
             yield number, hid, facts
 
 
@@ -306,9 +331,14 @@ def _csv_plain_file(path: Path, kinds: dict[str, Any]) -> bool:
     if not header or len(set(header)) != len(header) or not set(header) <= allowed:
         return False
     tail = b""
+    utf8 = codecs.getincrementaldecoder("utf-8")()  # bytes that are not UTF-8: row by row, which reports them
     with open(path, "rb") as handle:
         while True:
             block = handle.read(1 << 24)
+            try:
+                utf8.decode(block, final=not block)
+            except UnicodeDecodeError:
+                return False
             text = tail + block
             if not tail and text[:1] in (b"\n", b"\r"):
                 return False
