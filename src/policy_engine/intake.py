@@ -8,7 +8,7 @@ simply absent: the evaluator turns it into ``needs_information``, never into a z
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -78,10 +78,10 @@ def fits_digits(value: Decimal) -> bool:
     return value.adjusted() < DECIMAL_DIGITS and isinstance(exponent, int) and exponent >= -DECIMAL_DIGITS
 
 
-def too_many_digits(inputs: tuple[ir.InputNode, ...], values: dict[str, Any],
-                    members: list[dict[str, Any]] | None) -> list[Diagnostic]:
-    """A PE401 for every decimal fact of a read case beyond ``DECIMAL_DIGITS`` (by fact path)."""
-    found = []
+def beyond_digits(inputs: tuple[ir.InputNode, ...], values: dict[str, Any], members: list[dict[str, Any]] | None
+                  ) -> Iterator[tuple[ir.InputNode, int | None, dict[str, Any]]]:
+    """(input, member position or None, the row holding it) for every decimal fact of a read case
+    beyond ``DECIMAL_DIGITS``."""
     for node in inputs:
         if node.type not in ("money", "decimal"):
             continue
@@ -89,7 +89,13 @@ def too_many_digits(inputs: tuple[ir.InputNode, ...], values: dict[str, Any],
         for member, row in rows:
             value = row.get(node.name)
             if isinstance(value, Decimal) and not fits_digits(value):
-                found.append(_error(node, member, ValueError(TOO_MANY_DIGITS)))
+                yield node, member, row
+
+
+def too_many_digits(inputs: tuple[ir.InputNode, ...], values: dict[str, Any],
+                    members: list[dict[str, Any]] | None) -> list[Diagnostic]:
+    """A PE401 for every decimal fact of a read case beyond ``DECIMAL_DIGITS`` (by fact path)."""
+    found = [_error(node, member, ValueError(TOO_MANY_DIGITS)) for node, member, _ in beyond_digits(inputs, values, members)]
     return sorted(found, key=lambda d: d.path or "")
 
 

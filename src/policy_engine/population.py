@@ -25,7 +25,7 @@ import random
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -275,36 +275,48 @@ def _not_utf8(row: dict[str, Any]) -> str | None:
     return None
 
 
+def _csv_members(rows: Iterable[dict[str, Any]]) -> dict[str, list[dict[str, Any] | str]]:
+    """Members-table rows (cells as text) grouped by household id, in file order, as member facts;
+    a member with a cell that is not UTF-8 is that cell's column instead (its household is refused)."""
+    members: dict[str, list[dict[str, Any] | str]] = {}
+    for row in rows:
+        hid = row.get("household_id")
+        if hid:
+            bad = _not_utf8(row)
+            members.setdefault(hid, []).append(
+                bad if bad is not None
+                else _csv_facts({k: v for k, v in row.items() if k != "household_id"}, _CSV_MEMBER))
+    return members
+
+
+def _csv_household(number: int, row: dict[str, Any], members: dict[str, list[dict[str, Any] | str]] | None) -> _Raw:
+    """One household-table row (cells as text) as facts, with its members when there is a members
+    table; or the error of its first cell (or member's cell) that is not UTF-8."""
+    hid = row.get("household_id") or None
+    bad = _not_utf8(row)
+    if bad is not None:
+        return number, None, RowError(number, bad, "not UTF-8 text", hid if bad != "household_id" else None)
+    facts = _csv_facts(row, _CSV_HOUSEHOLD)
+    if members is not None:
+        listed = members.get(hid, []) if hid else []
+        unread = [(k, m) for k, m in enumerate(listed) if isinstance(m, str)]
+        if unread:
+            return number, hid, RowError(number, f"members[{unread[0][0]}].{unread[0][1]}", "not UTF-8 text", hid)
+        facts["members"] = listed
+    return number, hid, facts
+
+
 def _csv_rows(path: Path) -> Iterator[_Raw]:
     # bytes that are not UTF-8 are kept as surrogate escapes, so that the row holding them is
     # reported (a member's: its household) and the other rows are read
-    members: dict[str, list[dict[str, Any] | str]] = {}  # a str: the column of a member that is not UTF-8
+    members = None
     mpath = members_path(path)
     if mpath.exists():
         with open(mpath, encoding="utf-8", errors="surrogateescape", newline="") as handle:
-            for row in csv.DictReader(handle):
-                hid = row.get("household_id")
-                if hid:
-                    bad = _not_utf8(row)
-                    members.setdefault(hid, []).append(
-                        bad if bad is not None
-                        else _csv_facts({k: v for k, v in row.items() if k != "household_id"}, _CSV_MEMBER))
+            members = _csv_members(csv.DictReader(handle))
     with open(path, encoding="utf-8", errors="surrogateescape", newline="") as handle:
         for number, row in enumerate(csv.DictReader(handle), 1):
-            hid = row.get("household_id") or None
-            bad = _not_utf8(row)
-            if bad is not None:
-                yield number, None, RowError(number, bad, "not UTF-8 text", hid if bad != "household_id" else None)
-                continue
-            facts = _csv_facts(row, _CSV_HOUSEHOLD)
-            if mpath.exists():
-                listed = members.get(hid, []) if hid else []
-                unread = [(k, m) for k, m in enumerate(listed) if isinstance(m, str)]
-                if unread:
-                    yield number, hid, RowError(number, f"members[{unread[0][0]}].{unread[0][1]}", "not UTF-8 text", hid)
-                    continue
-                facts["members"] = listed
-            yield number, hid, facts
+            yield _csv_household(number, row, members)
 
 
 # --- CSV, column by column ------------------------------------------------------------------------
@@ -451,7 +463,7 @@ def _csv_chunks_of(path: Path, engine: Any, chunk_size: int, errors: list[RowErr
                    odd_households: pl.Series | None) -> Iterator[tuple[Any, pl.Series, pl.Series]]:
     from .batch_intake import read_chunk
 
-    by_household: dict[str, list[dict[str, Any]]] | None = None  # for chunks read row by row
+    by_household: dict[str, list[dict[str, Any] | str]] | None = None  # for chunks read row by row
     first = 1
     # cells beyond the header are ignored, as csv.DictReader files them under None
     cells_of = pl.scan_csv(path, infer_schema=False, truncate_ragged_lines=True)
@@ -461,17 +473,9 @@ def _csv_chunks_of(path: Path, engine: Any, chunk_size: int, errors: list[RowErr
             odd = cells["household_id"].is_in(odd_households.implode()) | (odd if odd is not None else False)
         if odd is not None and odd.any():  # this chunk row by row, as _csv_rows reads it
             if raw_members is not None and by_household is None:
-                by_household = {}
-                for row in raw_members.iter_rows(named=True):
-                    by_household.setdefault(row["household_id"], []).append(
-                        _csv_facts({k: v for k, v in row.items() if k != "household_id"}, _CSV_MEMBER))
-            raw: list[_Raw] = []
-            for number, row in enumerate(cells.iter_rows(named=True), first):
-                facts = _csv_facts(row, _CSV_HOUSEHOLD)
-                hid = row.get("household_id") or None
-                if by_household is not None:
-                    facts["members"] = by_household.get(hid, []) if hid else []
-                raw.append((number, hid, facts))
+                by_household = _csv_members(raw_members.iter_rows(named=True))
+            raw = [_csv_household(number, row, by_household)
+                   for number, row in enumerate(cells.iter_rows(named=True), first)]
             yield from _read_rows(iter(raw), engine, max(len(raw), 1), errors)
             first += cells.height
             continue

@@ -1427,20 +1427,17 @@ def facts_to_population(engine: Any, facts: Sequence[Any], entity: str = "househ
 
 def _facts_population(engine: Any, facts: Sequence[Any], entity: str) -> tuple[pl.DataFrame, list[int]]:
     """``facts_to_population``, and the positions of the cases whose decimals it left unknown."""
-    from .intake import fits_digits
+    from .intake import beyond_digits
 
     policy: ir.CompiledPolicy = engine.policy
     read = [read_facts(policy.inputs, f, entity) for f in facts]
-    decimals = [n.name for n in policy.inputs if n.type in ("money", "decimal")]
     too_long: list[int] = []
     for i, (values, members) in enumerate(read):
-        rows = [values, *(members or ())]
-        if any(isinstance(row.get(name), Decimal) and not fits_digits(row[name]) for row in rows for name in decimals):
+        found = list(beyond_digits(policy.inputs, values, members))
+        for node, _, row in found:
+            row[node.name] = None
+        if found:
             too_long.append(i)
-            for row in rows:
-                for name in decimals:
-                    if isinstance(row.get(name), Decimal) and not fits_digits(row[name]):
-                        row[name] = None
     return read_to_population(policy, read, entity), too_long
 
 
