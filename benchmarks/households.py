@@ -8,6 +8,13 @@ Two generators:
   distribution follows the peers' description of the data (not their code): wages
   lognormal(7.6, 0.8), other income lognormal(5.0, 1.0), deposits lognormal(9.5, 1.5). For
   ``benchmarks/policies/shared_dibao``.
+* ``zen_rule_households(n, seed)``: flat facts of the shape the zen-engine peer script
+  (``shared/bench/peers/zen_dibao.py``) evaluates, drawn as its docstring and README describe
+  them (not its code): a standard from seven monthly figures (680 to 1365 yuan), a household
+  size 1-6, per-capita income uniform in [0, 1.5 × standard], deposits uniform in
+  [0, 40 × standard × size], both to the fen, and one of four household types. Numbers are
+  JSON numbers (Python floats and ints), as the peer passes them. For
+  ``benchmarks/policies/zen_rule``; ``zen_rule_expected`` is the rule by hand.
 * ``anhui_households(n, seed)``: realistic rural and urban households of 怀远县 (Huaiyuan) in the
   facts format of ``docs/facts.md``, for ``policies/anhui/bengbu/huaiyuan``. A mix of profiles
   (low-income families, near-dibao families, recipients whose wages rose, elderly people with
@@ -16,8 +23,10 @@ Two generators:
   and temporary_assistance all decide both ways. A small share of households leaves one fact
   out, as real applications do, so ``needs_information`` is exercised too.
 
-Money is given as decimal strings (as JSON facts arrive); dates as ISO strings. Every
-generated household is valid against ``policy_engine.facts.Household`` (``check()`` below).
+For the shared rule and Huaiyuan, money is given as decimal strings (as JSON facts arrive) and
+dates as ISO strings, and every generated household is valid against
+``policy_engine.facts.Household`` (``check()`` below). The zen-engine rule reads flat facts of
+its own (its package declares them), which that model does not describe.
 
     python benchmarks/households.py        # prints a sample and the outcome mix
 """
@@ -27,6 +36,7 @@ from __future__ import annotations
 import datetime as dt
 import random
 from collections.abc import Callable
+from decimal import Decimal
 from typing import Any
 
 Facts = dict[str, Any]
@@ -52,6 +62,40 @@ def shared_household(rng: random.Random) -> Facts:
 def shared_households(n: int, seed: int = 20261123) -> list[Facts]:
     rng = random.Random(seed)
     return [shared_household(rng) for _ in range(n)]
+
+
+# ---------------------------------------------------------------------------- zen-engine's rule
+
+ZEN_STANDARDS = (680, 750, 800, 900, 1000, 1150, 1365)
+ZEN_TYPES = ("general", "elderly_alone", "severe_disability", "orphan_minor")
+
+
+def zen_rule_household(rng: random.Random) -> Facts:
+    """One household for the zen-engine peer's rule (flat facts, numbers as JSON numbers)."""
+    standard = rng.choice(ZEN_STANDARDS)
+    size = rng.randint(1, 6)
+    return {
+        "per_capita_income": round(rng.uniform(0, 1.5 * standard), 2),
+        "standard": standard,
+        "deposits": round(rng.uniform(0, 40 * standard * size), 2),
+        "household_size": size,
+        "household_type": rng.choice(ZEN_TYPES),
+    }
+
+
+def zen_rule_households(n: int, seed: int = 20261123) -> list[Facts]:
+    rng = random.Random(seed)
+    return [zen_rule_household(rng) for _ in range(n)]
+
+
+def zen_rule_expected(facts: Facts) -> tuple[bool, Decimal]:
+    """(eligible, multiplier) of the zen-engine peer's rule, by hand, in exact decimals."""
+    standard = Decimal(str(facts["standard"]))
+    eligible = (Decimal(str(facts["per_capita_income"])) < standard
+                and Decimal(str(facts["deposits"])) < 24 * standard * facts["household_size"])
+    kind = facts["household_type"]
+    multiplier = {"elderly_alone": "1.3", "severe_disability": "1.5", "orphan_minor": "1.5"}.get(kind, "1.0")
+    return eligible, Decimal(multiplier)
 
 
 # ---------------------------------------------------------------------------- Huaiyuan

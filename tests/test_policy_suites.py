@@ -1,4 +1,5 @@
-"""Every YAML test household under policies/ passes (the same suites `policy-engine test` runs)."""
+"""Every YAML test household under policies/ and benchmarks/policies/ passes (the same suites
+`policy-engine test` runs)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,10 @@ import pytest
 
 from policy_engine.testing import CaseResult, find_suites, run_suite
 
-POLICIES = Path(__file__).resolve().parent.parent / "policies"
+ROOT = Path(__file__).resolve().parent.parent
+POLICIES = ROOT / "policies"
+#: the benchmark rules' hand-computed cases: the benchmarks time these packages
+BENCHMARK_POLICIES = ROOT / "benchmarks" / "policies"
 
 
 @cache
@@ -19,7 +23,7 @@ def _results(suite: str) -> tuple[CaseResult, ...]:
 
 def _cases() -> list[tuple[str, int]]:
     out = []
-    for suite in find_suites([POLICIES]):
+    for suite in find_suites([POLICIES, BENCHMARK_POLICIES]):
         for i, _ in enumerate(_results(str(suite))):
             out.append((str(suite), i))
     return out
@@ -29,7 +33,7 @@ CASES = _cases()
 
 
 @pytest.mark.parametrize(
-    ("suite", "index"), CASES, ids=[f"{Path(s).relative_to(POLICIES)}#{i}" for s, i in CASES]
+    ("suite", "index"), CASES, ids=[f"{Path(s).relative_to(ROOT)}#{i}" for s, i in CASES]
 )
 def test_policy_case(suite: str, index: int) -> None:
     result = _results(suite)[index]
