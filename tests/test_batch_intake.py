@@ -157,3 +157,25 @@ def test_a_member_that_is_not_a_mapping_is_refused_as_decide_refuses_it() -> Non
     households[2]["members"] = [None, *households[2]["members"]]
     _compare(HUAIYUAN, households, frame)
     assert [(b.position, b.column) for b in read_chunk(HUAIYUAN.policy, frame, 1).bad] == [(2, "members[0]")]
+
+
+def _fits_by_definition(value: Decimal) -> bool:
+    exponent = value.as_tuple().exponent
+    return isinstance(exponent, int) and value.adjusted() < 18 and exponent >= -18
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.one_of(
+    st.decimals(allow_nan=True, allow_infinity=True),
+    st.builds(lambda digits, places, sign: Decimal(f"{sign}{digits}").scaleb(-places),
+              st.integers(0, 10**40), st.integers(-25, 25), st.sampled_from(["", "-"])),
+    st.sampled_from([Decimal("1E+17"), Decimal("1E+18"), Decimal(999999999999999999),
+                     Decimal(10**18), Decimal("0.000000000000000001"),
+                     Decimal("0.0000000000000000001"), Decimal("-0E-18"), Decimal("-0E-19"),
+                     Decimal("12345678901234567.8"), Decimal("0.12345678901234567")]),
+))
+def test_fits_digits_is_the_digit_limit_exactly(value: Decimal) -> None:
+    """The plain-notation shortcut of ``intake.fits_digits`` gives the definition's answer."""
+    from policy_engine.intake import fits_digits
+
+    assert fits_digits(value) == _fits_by_definition(value)

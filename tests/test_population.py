@@ -474,6 +474,18 @@ def test_a_json_line_that_is_not_utf8_is_reported_and_the_rest_go_on(tmp_path: P
     assert result.errors[0].message == "not UTF-8 text (column 42)"  # the first byte that is not
 
 
+def test_a_json_line_nested_too_deeply_is_reported_and_the_rest_go_on(tmp_path: Path, anhui: pe.Engine) -> None:
+    path = tmp_path / "h.jsonl"
+    deep = '{"household_id": "B", "note": ' + "[" * 100_000 + "]" * 100_000 + "}"
+    lines = ['{"household_id": "A", "area_type": "rural"}', deep, '{"household_id": "C", "area_type": "urban"}']
+    path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+    result = P.screen(anhui, path, tmp_path / "out.parquet", AS_OF)
+    assert result.households == 2
+    assert [(e.row, e.column, e.message) for e in result.errors] == [(2, "", "not JSON facts: nested too deeply")]
+    with pytest.raises(pe.FactsError, match="2:: not JSON facts: nested too deeply"):
+        list(P.read_facts(path))
+
+
 def test_csv_cells_that_are_not_utf8_are_reported_and_the_rest_go_on(tmp_path: Path, anhui: pe.Engine) -> None:
     path = tmp_path / "h.csv"
     path.write_bytes(b"household_id,area_type,assets.deposits\nA,rural,10\nB,rur\xe9al,10\nC,urban,10\nD,urban,10\n")

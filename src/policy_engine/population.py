@@ -216,6 +216,9 @@ def _jsonl_rows(path: Path) -> Iterator[_Raw]:
             except json.JSONDecodeError as exc:
                 yield number, None, RowError(number, "", f"not JSON: {exc.msg} (column {exc.colno})")
                 continue
+            except RecursionError:  # arrays or objects nested hundreds deep: no facts are
+                yield number, None, RowError(number, "", "not JSON facts: nested too deeply")
+                continue
             if not isinstance(data, dict):
                 yield number, None, RowError(number, "", f"expected an object, not {type(data).__name__}")
                 continue
