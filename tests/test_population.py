@@ -12,6 +12,8 @@ from typing import Any
 
 import polars as pl
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import policy_engine as pe
 from policy_engine import population as P
@@ -495,3 +497,44 @@ def test_csv_cells_that_are_not_utf8_are_reported_and_the_rest_go_on(tmp_path: P
     assert result.households == 2
     assert [(e.row, e.column, e.message, e.household_id) for e in result.errors] == [
         (2, "area_type", "not UTF-8 text", "B"), (3, "members[0].member_id", "not UTF-8 text", "C")]
+
+
+@pytest.mark.parametrize(("text", "households", "errors"), [
+    ('household_id,area_type\nA,rural\n"B"x,urban\nC,urban\n', 2,
+     [(2, "not CSV: text after a closing quote (a quoted cell must be quoted whole)")]),
+    ('household_id,area_type\n"A",rural\nB,' + "x" * 200_000 + "\nC,urban\n", 2,
+     [(2, "not CSV: a cell longer than 131,072 characters")]),
+    ('household_id,area_type\nA,rural\nB,' + "x" * 200_000 + "\nC,urban\n", 2,  # no quote: the same
+     [(2, "not CSV: a cell longer than 131,072 characters")]),
+    ('household_id,area_type\nA,rural\n"B,urban\nC,urban\n', 1,
+     [(2, "not CSV: a quote opened in this record is never closed (the rest of the file is in it)")]),
+    ('"household_id"x,area_type\nA,rural\n', 0,
+     [(0, "the header: not CSV: text after a closing quote (a quoted cell must be quoted whole)")]),
+])
+def test_csv_records_that_are_not_csv_are_reported_and_the_rest_go_on(
+        tmp_path: Path, anhui: pe.Engine, text: str, households: int, errors: list[tuple[int, str]]) -> None:
+    path = tmp_path / "h.csv"
+    path.write_text(text, encoding="utf-8")
+    result = P.screen(anhui, path, tmp_path / "out.parquet", AS_OF)
+    assert result.households == households
+    assert [(e.row, e.message) for e in result.errors] == errors
+
+
+def test_a_members_record_that_is_not_csv_is_the_files_error(tmp_path: Path, anhui: pe.Engine) -> None:
+    path = tmp_path / "h.csv"
+    path.write_text("household_id,area_type\nA,rural\nB,urban\n", encoding="utf-8")
+    P.members_path(path).write_text('household_id,member_id\nA,m1\n"B"x,m1\nB,m2\n', encoding="utf-8")
+    result = P.screen(anhui, path, tmp_path / "out.parquet", AS_OF, keep_ids=True)
+    assert result.households == 2
+    assert [(e.row, e.message) for e in result.errors] == [
+        (0, ("h.members.csv record 2: not CSV: text after a closing quote (a quoted cell must be quoted whole); "
+            "that member is not read"))]
+    with pytest.raises(pe.FactsError, match="h.members.csv record 2: not CSV"):  # read_facts refuses it
+        list(P.read_facts(path))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.integers(0, 45), max_size=8), st.integers(1, 20))
+def test_longer_line_finds_exactly_the_lines_over_the_limit(lengths: list[int], limit: int) -> None:
+    data = b"\n".join(b"x" * n for n in lengths)
+    assert P._longer_line(data, limit) == (max(map(len, data.split(b"\n"))) > limit)

@@ -309,17 +309,63 @@ def _csv_household(number: int, row: dict[str, Any], members: dict[str, list[dic
     return number, hid, facts
 
 
+def _csv_records(handle: Any) -> Iterator[tuple[int, dict[str, Any] | str]]:
+    """(record number from 1, the record's cells by header, or why it is not CSV) for each
+    record. ``strict``: a quote left open at the end of the file, or text after a closing quote,
+    is an error of that record (not the rest of the file read into one cell), and the records
+    after it are read; so is a cell longer than ``csv.field_size_limit()``."""
+    reader = csv.DictReader(handle, strict=True)
+    try:
+        reader.fieldnames  # noqa: B018 - reads the header, which every record needs
+    except csv.Error as exc:
+        yield 0, f"the header: {_csv_error(exc)}"
+        return
+    number = 0
+    while True:
+        number += 1
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            yield number, _csv_error(exc)
+            continue
+        yield number, row
+
+
+def _csv_error(exc: csv.Error) -> str:
+    """The csv module's complaint in the user's terms."""
+    text = str(exc)
+    if text == "unexpected end of data":
+        return "not CSV: a quote opened in this record is never closed (the rest of the file is in it)"
+    if text.startswith("field larger than field limit"):
+        return f"not CSV: a cell longer than {csv.field_size_limit():,} characters"
+    if text.endswith("expected after '\"'"):
+        return "not CSV: text after a closing quote (a quoted cell must be quoted whole)"
+    return f"not CSV: {text}"
+
+
 def _csv_rows(path: Path) -> Iterator[_Raw]:
     # bytes that are not UTF-8 are kept as surrogate escapes, so that the row holding them is
     # reported (a member's: its household) and the other rows are read
     members = None
     mpath = members_path(path)
     if mpath.exists():
+        unreadable = []
         with open(mpath, encoding="utf-8", errors="surrogateescape", newline="") as handle:
-            members = _csv_members(csv.DictReader(handle))
+            records = list(_csv_records(handle))
+        for number, record in records:
+            if isinstance(record, str):  # whose member it was cannot be known: the file's error (row 0)
+                unreadable.append(RowError(0, "", f"{mpath.name} record {number}: {record}; that member is not read"))
+        members = _csv_members(record for _, record in records if not isinstance(record, str))
+        for problem in unreadable:
+            yield 0, None, problem
     with open(path, encoding="utf-8", errors="surrogateescape", newline="") as handle:
-        for number, row in enumerate(csv.DictReader(handle), 1):
-            yield _csv_household(number, row, members)
+        for number, row in _csv_records(handle):
+            if isinstance(row, str):  # (number 0: the header, and nothing after it can be read)
+                yield number, None, RowError(number, "", row)
+            else:
+                yield _csv_household(number, row, members)
 
 
 # --- CSV, column by column ------------------------------------------------------------------------
@@ -345,7 +391,7 @@ def _csv_plain_file(path: Path, kinds: dict[str, Any]) -> bool:
     allowed = set(kinds) | {"household_id", "_household_id"}
     if not header or len(set(header)) != len(header) or not set(header) <= allowed:
         return False
-    tail = b""
+    tail = partial = b""  # the last bytes read, and the line they end
     utf8 = codecs.getincrementaldecoder("utf-8")()  # bytes that are not UTF-8: row by row, which reports them
     with open(path, "rb") as handle:
         while True:
@@ -359,6 +405,9 @@ def _csv_plain_file(path: Path, kinds: dict[str, Any]) -> bool:
                 return False
             if b'"' in block or b"\n\n" in text or b"\n\r\n" in text:
                 return False
+            if _longer_line(partial + block, csv.field_size_limit()):  # a cell csv would refuse
+                return False
+            partial = (partial + block)[(partial + block).rfind(b"\n") + 1:]
             # a carriage return must start a CRLF; one that ends a block is seen again with the next
             seen = text[:-1] if block and text.endswith(b"\r") else text
             if b"\r" in seen.replace(b"\r\n", b""):
@@ -366,6 +415,16 @@ def _csv_plain_file(path: Path, kinds: dict[str, Any]) -> bool:
             if not block:
                 return True
             tail = text[-2:]
+
+
+def _longer_line(data: bytes, limit: int) -> bool:
+    """Whether ``data`` has a line (its last one maybe unfinished) longer than ``limit`` bytes.
+    Such a line holds a whole aligned window of ``limit // 2`` bytes without a newline, so the
+    lines are measured only when some window has none."""
+    step = max(limit // 2, 1)
+    if all(b"\n" in data[i:i + step] for i in range(0, len(data) - step + 1, step)):
+        return False
+    return max(map(len, data.split(b"\n"))) > limit
 
 
 def _csv_column(text: pl.Series, kind: Any) -> tuple[pl.Series, pl.Series | None]:
