@@ -202,6 +202,12 @@ def test_cli_exit_codes(tmp_path: Path, synth_file: Path) -> None:
                 "--out", str(tmp_path / "x.jsonl")).returncode == 3
     assert main(["screen", str(out), "--policy", str(ROOT / "policies/hebei"), "--as-of", AS_OF, "--out",
                  str(tmp_path / "x.txt")]) == 3
+    cut = tmp_path / "cut.parquet"  # a Parquet file cut short: a clear message, not a traceback
+    P.write_synth(tmp_path / "whole.parquet", 50, "hebei", seed=1)
+    cut.write_bytes((tmp_path / "whole.parquet").read_bytes()[:300])
+    done = _cli("screen", str(cut), "--policy", "policies/hebei", "--as-of", AS_OF, "--out", str(tmp_path / "c.jsonl"))
+    assert done.returncode == 3 and "Traceback" not in done.stderr
+    assert done.stderr.startswith(f"policy-engine: cannot read {cut}: ")
     assert _cli("screen", str(out), "--policy", "policies/hebei", "--as-of", AS_OF, "--out",
                 str(tmp_path / "x.jsonl"), "--decisions", "nope").returncode == 3
     assert main(["synth", "--households", "5", "--province", "mars", "--out", str(tmp_path / "m.jsonl")]) == 3

@@ -315,6 +315,7 @@ def screen(input_path: str, policy_path: str, as_of: str, out: str, decisions: s
 
     Malformed rows are reported (row:column) and skipped; the others are decided.
     """
+    import polars as pl
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
     from rich.table import Table
@@ -344,6 +345,9 @@ def screen(input_path: str, policy_path: str, as_of: str, out: str, decisions: s
         raise click.UsageError(str(exc)) from exc
     except PolicyError as exc:
         _fail_policy(exc, "text")
+    except pl.exceptions.PolarsError as exc:  # a file polars cannot read at all (a broken Parquet file)
+        click.echo(f"policy-engine: cannot read {input_path}: {str(exc).splitlines()[0]}", err=True)
+        raise _Exit(EXIT_USAGE) from exc
     console = Console(soft_wrap=True, highlight=False)
     table = Table(title=f"screen {input_path} -> {out} (as of {day.isoformat()})")
     statuses = ["decided", "needs_information", "not_in_force"]
