@@ -405,9 +405,10 @@ def _csv_plain_file(path: Path, kinds: dict[str, Any]) -> bool:
                 return False
             if b'"' in block or b"\n\n" in text or b"\n\r\n" in text:
                 return False
-            if _longer_line(partial + block, csv.field_size_limit()):  # a cell csv would refuse
+            line_ends = partial + block  # the line the last block ended in, then this block
+            if _longer_line(line_ends, csv.field_size_limit()):  # a cell csv would refuse
                 return False
-            partial = (partial + block)[(partial + block).rfind(b"\n") + 1:]
+            partial = line_ends[line_ends.rfind(b"\n") + 1:]
             # a carriage return must start a CRLF; one that ends a block is seen again with the next
             seen = text[:-1] if block and text.endswith(b"\r") else text
             if b"\r" in seen.replace(b"\r\n", b""):
