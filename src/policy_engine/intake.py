@@ -137,8 +137,8 @@ def coerce(value: Any, node: ir.InputNode, signed: bool = False) -> Any:
             if value.adjusted() >= 19:  # refused before int() builds it (1e999999 would take minutes)
                 raise ValueError(beyond)
             whole = int(value)
-        elif isinstance(value, str) and value.strip().lstrip("-").isdigit():
-            if len(value.strip().lstrip("-").lstrip("0")) > 19:
+        elif isinstance(value, str) and (digits := value.strip().lstrip("-")).isdigit():
+            if len(digits.lstrip("0")) > 19:
                 raise ValueError(beyond)
             whole = int(value)
         if whole is None:

@@ -351,15 +351,14 @@ def _csv_rows(path: Path) -> Iterator[_Raw]:
     members = None
     mpath = members_path(path)
     if mpath.exists():
-        unreadable = []
+        readable = []
         with open(mpath, encoding="utf-8", errors="surrogateescape", newline="") as handle:
-            records = list(_csv_records(handle))
-        for number, record in records:
-            if isinstance(record, str):  # whose member it was cannot be known: the file's error (row 0)
-                unreadable.append(RowError(0, "", f"{mpath.name} record {number}: {record}; that member is not read"))
-        members = _csv_members(record for _, record in records if not isinstance(record, str))
-        for problem in unreadable:
-            yield 0, None, problem
+            for number, record in _csv_records(handle):
+                if isinstance(record, str):  # whose member it was cannot be known: the file's error (row 0)
+                    yield 0, None, RowError(0, "", f"{mpath.name} record {number}: {record}; that member is not read")
+                else:
+                    readable.append(record)
+        members = _csv_members(readable)
     with open(path, encoding="utf-8", errors="surrogateescape", newline="") as handle:
         for number, row in _csv_records(handle):
             if isinstance(row, str):  # (number 0: the header, and nothing after it can be read)
