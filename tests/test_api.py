@@ -39,6 +39,19 @@ def test_facts_errors_list_every_bad_field_with_its_path() -> None:
     assert {d.code for d in caught.value.diagnostics} == {"PE401"}
 
 
+@pytest.mark.parametrize("group", [5, "5", [1, 2], True])
+def test_a_group_of_facts_given_as_a_value_is_an_error_not_an_unknown(group: object) -> None:
+    """``"assets": 5`` would otherwise read as "deposits not given": said once per group, with its path."""
+    engine = pe.load(FIXTURE)
+    facts = {"area_type": "urban", "assets": group, "members": [{"income": group}, {"income": None}]}
+    with pytest.raises(pe.FactsError) as caught:
+        engine.decide(facts, as_of="2023-07-01")
+    assert sorted(caught.value.paths) == ["assets", "members[0].income"]
+    assert all("expected a mapping of facts" in d.message and d.hint for d in caught.value.diagnostics)
+    facts["assets"], facts["members"] = None, [{"income": None}]  # null is "not given", as for any fact
+    assert engine.decide(facts, as_of="2023-07-01")["dibao"].status == "needs_information"
+
+
 def test_as_of_must_be_a_date() -> None:
     engine = pe.load(FIXTURE)
     for bad in ("2023-02-30", dt.datetime(2023, 7, 1, 12, 0), 20230701):

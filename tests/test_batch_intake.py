@@ -19,6 +19,7 @@ from policy_engine import population as P
 from policy_engine.batch_intake import read_chunk
 from policy_engine.diagnostics import FactsError
 from policy_engine.evaluate import Unknown
+from policy_engine.intake import NOT_MAPPING
 from policy_engine.intake import read_facts as scalar_intake
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -157,6 +158,28 @@ def test_a_member_that_is_not_a_mapping_is_refused_as_decide_refuses_it() -> Non
     households[2]["members"] = [None, *households[2]["members"]]
     _compare(HUAIYUAN, households, frame)
     assert [(b.position, b.column) for b in read_chunk(HUAIYUAN.policy, frame, 1).bad] == [(2, "members[0]")]
+
+
+def test_a_group_of_facts_given_as_a_value_is_refused_as_decide_refuses_it() -> None:
+    """``"assets": 5`` (a household's group) or ``"income": "x"`` (a member's) is a malformed row,
+    said once per group, not a household whose deposits or wages are quietly unknown."""
+    households = list(P.synth_households(6, "anhui", 9))
+    for i, h in enumerate(households):
+        h["assets"] = {1: 5, 4: "many"}.get(i)
+        for k, member in enumerate(h.get("members") or []):
+            member["income"] = "none" if (i, k) in ((2, 0), (4, 1)) else None
+    schema = dict(P.FACTS_SCHEMA)
+    schema["assets"] = pl.String
+    inner = schema["members"].inner  # type: ignore[union-attr]
+    schema["members"] = pl.List(pl.Struct({f.name: (pl.String if f.name == "income" else f.dtype)
+                                           for f in inner.fields}))
+    data = "\n".join(json.dumps({**h, "assets": None if h["assets"] is None else str(h["assets"])})
+                     for h in households).encode("utf-8")
+    frame = pl.read_ndjson(io.BytesIO(data), schema=schema)
+    _compare(HUAIYUAN, households, frame)
+    assert sorted((b.position, b.column, b.message) for b in read_chunk(HUAIYUAN.policy, frame, 1).bad) == [
+        (1, "assets", NOT_MAPPING), (2, "members[0].income", NOT_MAPPING),
+        (4, "assets", NOT_MAPPING), (4, "members[1].income", NOT_MAPPING)]
 
 
 def _fits_by_definition(value: Decimal) -> bool:

@@ -19,6 +19,7 @@ import policy_engine as pe
 from policy_engine import population as P
 from policy_engine.cli import main
 from policy_engine.facts import Household
+from policy_engine.intake import NOT_MAPPING
 
 ROOT = Path(__file__).resolve().parents[1]
 AS_OF = "2023-07-01"
@@ -537,6 +538,43 @@ def test_a_members_record_that_is_not_csv_is_the_files_error(tmp_path: Path, anh
             "that member is not read"))]
     with pytest.raises(pe.FactsError, match="h.members.csv record 2: not CSV"):  # read_facts refuses it
         list(P.read_facts(path))
+
+
+@pytest.mark.parametrize(("text", "households", "errors"), [
+    # a cell for a group of facts and one for a fact under it, in either order: that row only
+    ("household_id,assets,assets.deposits,area_type\nA,5,100,rural\nB,,100,rural\n", 1,
+     [(1, "assets", "one cell gives assets a value and another gives facts under it: it cannot be both")]),
+    ("household_id,assets.deposits,assets,area_type\nA,100,5,rural\nB,100,,rural\n", 1,
+     [(1, "assets", "one cell gives assets a value and another gives facts under it: it cannot be both")]),
+    # a group given a value on its own: the intake's error
+    ("household_id,assets,area_type\nA,5,rural\nB,,rural\n", 1, [(1, "assets", NOT_MAPPING)]),
+    # a column named twice: which cell is meant cannot be known, so nothing is read
+    ("household_id,assets.deposits,area_type,assets.deposits\nA,100,rural,200\n", 0,
+     [(0, "", "the header names assets.deposits twice: which cell to read cannot be known")]),
+])
+def test_csv_cells_that_clash_are_reported_not_crashed_on_or_dropped(
+        tmp_path: Path, anhui: pe.Engine, text: str, households: int, errors: list[tuple[int, str, str]]) -> None:
+    path = tmp_path / "h.csv"
+    path.write_text(text, encoding="utf-8")
+    result = P.screen(anhui, path, tmp_path / "out.parquet", AS_OF)
+    assert result.households == households
+    assert [(e.row, e.column, e.message) for e in result.errors] == errors
+
+
+@pytest.mark.parametrize(("members", "message"), [
+    ("hh,member_id\nA,m1\n", "the header has no household_id column"),
+    ("household_id,member_id,member_id\nA,m1,m2\n", "the header names member_id twice: which cell to read cannot be known"),
+])
+def test_a_members_table_that_cannot_be_joined_leaves_members_unknown(
+        tmp_path: Path, anhui: pe.Engine, members: str, message: str) -> None:
+    """Not a household of no members (that would decide its per-capita income on nobody)."""
+    path = tmp_path / "h.csv"
+    path.write_text("household_id,area_type\nA,rural\n", encoding="utf-8")
+    P.members_path(path).write_text(members, encoding="utf-8")
+    result = P.screen(anhui, path, tmp_path / "out.parquet", AS_OF, keep_ids=True)
+    assert [(e.row, e.message) for e in result.errors] == [
+        (0, f"h.members.csv: {message}; no member is read, so every household's members are unknown")]
+    assert pl.read_parquet(tmp_path / "out.parquet")["dibao.status"].to_list() == ["needs_information"]
 
 
 @settings(max_examples=300, deadline=None)

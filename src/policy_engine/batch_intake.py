@@ -29,6 +29,7 @@ from .intake import (
     _SIGNED_MONEY,
     DECIMAL_DIGITS,
     INTEGER_LIMIT,
+    NOT_MAPPING,
     TOO_MANY_DIGITS,
     coerce,
     fits_digits,
@@ -62,17 +63,24 @@ class Chunk:
     bad: list[BadField]
 
 
-def _leaf(frame: pl.DataFrame, path: tuple[str, ...]) -> pl.Series | None:
-    """The column at a facts path (``assets.deposits``), or None when the layout has no such field."""
+def _leaf(frame: pl.DataFrame, path: tuple[str, ...]) -> tuple[pl.Series | None, list[tuple[int, str]]]:
+    """The column at a facts path (``assets.deposits``), or None when the layout has no such
+    field; and (row, group) for every row where a group on the path (``assets``) holds a value
+    that is not a mapping, as the scalar intake refuses it."""
     if path[0] not in frame.columns:
-        return None
+        return None, []
     series = frame[path[0]]
-    for part in path[1:]:
+    for depth, part in enumerate(path[1:], 1):
         dtype = series.dtype
-        if not isinstance(dtype, pl.Struct) or part not in {f.name for f in dtype.fields}:
-            return None
+        if not isinstance(dtype, pl.Struct):
+            if dtype == pl.Null:
+                return None, []
+            group = ".".join(path[:depth])
+            return None, [(i, group) for i in series.is_not_null().arg_true().to_list()]
+        if part not in {f.name for f in dtype.fields}:
+            return None, []
         series = series.struct.field(part)
-    return series
+    return series, []
 
 
 def _decimal_dtype(values: list[Decimal]) -> pl.Decimal:
@@ -203,8 +211,15 @@ def _read_inputs(policy: ir.CompiledPolicy, entity: str, frame: pl.DataFrame
     """Every input of ``entity`` that ``frame`` has, read; and (row, fact path, message) per bad value."""
     columns: list[pl.Series] = []
     errors: list[tuple[int, str, str]] = []
+    groups: set[tuple[int, str]] = set()  # a group that is not a mapping is said once per row
     for node in policy.inputs:
-        source = _leaf(frame, node.path) if node.entity == entity else None
+        if node.entity != entity:
+            continue
+        source, not_mapping = _leaf(frame, node.path)
+        for i, group in not_mapping:
+            if (i, group) not in groups:
+                groups.add((i, group))
+                errors.append((i, group, NOT_MAPPING))
         if source is None:
             continue
         values, refused = read_column(source, node)

@@ -53,21 +53,13 @@ def to_plain(facts: Any) -> Any:
     return facts
 
 
-def _lookup(data: Any, path: tuple[str, ...]) -> Any:
-    for part in path:
-        if not isinstance(data, dict):
-            return _MISSING
-        data = data.get(part, _MISSING)
-        if data is _MISSING:
-            return _MISSING
-    return data
-
-
 #: the largest whole number a fact may be, either way (a 64-bit integer, as population files hold them)
 INTEGER_LIMIT = 2**63 - 1
 #: the most digits a money or decimal fact can have before, and after, the point and still be
 #: computed exactly everywhere: 34-digit arithmetic, and a population's ``Decimal(38, s)`` columns
 DECIMAL_DIGITS = 18
+#: a group of facts (``assets``, ``members[0].income``) given as a number, text or list
+NOT_MAPPING = "expected a mapping of facts (an object), not a single value or a list"
 TOO_MANY_DIGITS = (f"too many digits: at most {DECIMAL_DIGITS} before and {DECIMAL_DIGITS} after the point "
                    "can be computed exactly")
 
@@ -268,6 +260,13 @@ def _read_fields(source: dict[str, Any], plan: Plan, row: dict[str, Any], errors
             raw = _walk(container, rest) if rest else container
             if raw is _MISSING or raw is None:
                 continue
+            if type(raw) is _NotMapping:  # a group of facts given as a value: said once per group
+                group = ".".join(node.path[:raw])
+                where = group if member is None else f"members[{member}].{group}"
+                if not any(e.path == where for e in errors):
+                    errors.append(make("PE401", f"{where}: {NOT_MAPPING}", path=where,
+                                       hint=f"{'.'.join(node.path)} is read from it"))
+                continue
             try:
                 row[name] = read(raw, node)
             except ValueError as exc:
@@ -279,11 +278,20 @@ def _error(node: ir.InputNode, member: int | None, exc: ValueError) -> Diagnosti
     return make("PE401", f"{where}: {exc}", path=where, hint=node.label.en)
 
 
+class _NotMapping(int):
+    """What ``_walk`` gives when a group on the path is a value: how many parts of the path lead
+    to it (1: the value under the path's first key)."""
+
+
 def _walk(data: Any, rest: tuple[str, ...]) -> Any:
-    """The value at the rest of a dotted path (``_lookup`` from the second part on)."""
-    for part in rest:
-        if not isinstance(data, dict):
+    """The value at a dotted path, ``data`` being the value under its first part and ``rest``
+    the parts after it: ``_MISSING`` when a part is absent or null, ``_NotMapping(k)`` when the
+    value at the path's first ``k`` parts is neither a mapping nor null."""
+    for depth, part in enumerate(rest, 1):
+        if data is _MISSING or data is None:
             return _MISSING
+        if not isinstance(data, dict):
+            return _NotMapping(depth)
         data = data.get(part, _MISSING)
     return data
 

@@ -168,19 +168,31 @@ def _csv_cell(text: str, kind: Any) -> Any:
     return text
 
 
-def _set(target: dict[str, Any], path: str, value: Any) -> None:
+def _set(target: dict[str, Any], path: str, value: Any) -> str | None:
+    """Put ``value`` at the dotted ``path`` of ``target``; or, when a cell already read makes a
+    part of the path a value where it must be a group of facts (or the other way round), that
+    part's path, and nothing is put."""
     *parents, last = path.split(".")
-    for part in parents:
+    for depth, part in enumerate(parents, 1):
         target = target.setdefault(part, {})
+        if not isinstance(target, dict):
+            return ".".join(parents[:depth])
+    if isinstance(target.get(last), dict):
+        return path
     target[last] = value
+    return None
 
 
-def _csv_facts(row: dict[str, str], kinds: dict[str, Any]) -> dict[str, Any]:
+def _csv_facts(row: dict[str, str], kinds: dict[str, Any]) -> dict[str, Any] | tuple[str, str]:
+    """A CSV row's cells (by fact path) as facts; or (column, message) when two of its cells
+    make a fact both a value and a group of facts (``assets`` and ``assets.deposits``)."""
     out: dict[str, Any] = {}
     for column, text in row.items():
         if column is None or text is None or text == "" or column == "_household_id":
             continue
-        _set(out, column, _csv_cell(text, kinds.get(column, "str")))
+        clash = _set(out, column, _csv_cell(text, kinds.get(column, "str")))
+        if clash is not None:
+            return clash, f"one cell gives {clash} a value and another gives facts under it: it cannot be both"
     return out
 
 
@@ -278,47 +290,65 @@ def _not_utf8(row: dict[str, Any]) -> str | None:
     return None
 
 
-def _csv_members(rows: Iterable[dict[str, Any]]) -> dict[str, list[dict[str, Any] | str]]:
+#: a members-table row as member facts, or (column, message) when it cannot be read
+_Member = dict[str, Any] | tuple[str, str]
+
+
+def _csv_members(rows: Iterable[dict[str, Any]]) -> dict[str, list[_Member]]:
     """Members-table rows (cells as text) grouped by household id, in file order, as member facts;
-    a member with a cell that is not UTF-8 is that cell's column instead (its household is refused)."""
-    members: dict[str, list[dict[str, Any] | str]] = {}
+    a member with a cell that is not UTF-8, or with cells that clash (``_csv_facts``), is that
+    cell's (column, message) instead (its household is refused)."""
+    members: dict[str, list[_Member]] = {}
     for row in rows:
         hid = row.get("household_id")
         if hid:
             bad = _not_utf8(row)
             members.setdefault(hid, []).append(
-                bad if bad is not None
+                (bad, "not UTF-8 text") if bad is not None
                 else _csv_facts({k: v for k, v in row.items() if k != "household_id"}, _CSV_MEMBER))
     return members
 
 
-def _csv_household(number: int, row: dict[str, Any], members: dict[str, list[dict[str, Any] | str]] | None) -> _Raw:
+def _csv_household(number: int, row: dict[str, Any], members: dict[str, list[_Member]] | None) -> _Raw:
     """One household-table row (cells as text) as facts, with its members when there is a members
-    table; or the error of its first cell (or member's cell) that is not UTF-8."""
+    table; or the error of its first cell that is not UTF-8 or that clashes (``_csv_facts``), or
+    of its first member that cannot be read."""
     hid = row.get("household_id") or None
     bad = _not_utf8(row)
     if bad is not None:
         return number, None, RowError(number, bad, "not UTF-8 text", hid if bad != "household_id" else None)
     facts = _csv_facts(row, _CSV_HOUSEHOLD)
+    if isinstance(facts, tuple):
+        return number, hid, RowError(number, facts[0], facts[1], hid)
     if members is not None:
         listed = members.get(hid, []) if hid else []
-        unread = [(k, m) for k, m in enumerate(listed) if isinstance(m, str)]
-        if unread:
-            return number, hid, RowError(number, f"members[{unread[0][0]}].{unread[0][1]}", "not UTF-8 text", hid)
+        for k, member in enumerate(listed):
+            if isinstance(member, tuple):
+                return number, hid, RowError(number, f"members[{k}].{member[0]}", member[1], hid)
         facts["members"] = listed
     return number, hid, facts
 
 
-def _csv_records(handle: Any) -> Iterator[tuple[int, dict[str, Any] | str]]:
+def _csv_records(handle: Any, require: str | None = None) -> Iterator[tuple[int, dict[str, Any] | str]]:
     """(record number from 1, the record's cells by header, or why it is not CSV) for each
     record. ``strict``: a quote left open at the end of the file, or text after a closing quote,
     is an error of that record (not the rest of the file read into one cell), and the records
-    after it are read; so is a cell longer than ``csv.field_size_limit()``."""
+    after it are read; so is a cell longer than ``csv.field_size_limit()``. A header that is not
+    CSV, names a column twice, or lacks the ``require`` column is record 0's error, and nothing
+    is read after it."""
     reader = csv.DictReader(handle, strict=True)
     try:
-        reader.fieldnames  # noqa: B018 - reads the header, which every record needs
+        header = reader.fieldnames or []
     except csv.Error as exc:
         yield 0, f"the header: {_csv_error(exc)}"
+        return
+    named = [name for name in header if name]
+    twice = sorted({name for name in named if named.count(name) > 1})
+    if twice:  # DictReader would keep the last of the cells silently
+        yield 0, f"the header names {', '.join(twice)} twice: which cell to read cannot be known"
+        return
+    if require is not None and require not in header:
+        yield 0, f"the header has no {require} column"
         return
     number = 0
     while True:
@@ -352,13 +382,18 @@ def _csv_rows(path: Path) -> Iterator[_Raw]:
     mpath = members_path(path)
     if mpath.exists():
         readable = []
+        header = True
         with open(mpath, encoding="utf-8", errors="surrogateescape", newline="") as handle:
-            for number, record in _csv_records(handle):
-                if isinstance(record, str):  # whose member it was cannot be known: the file's error (row 0)
+            for number, record in _csv_records(handle, require="household_id"):
+                if isinstance(record, str) and number == 0:  # the header: no member can be read
+                    yield 0, None, RowError(0, "", f"{mpath.name}: {record}; no member is read, so every "
+                                                   "household's members are unknown")
+                    header = False
+                elif isinstance(record, str):  # whose member it was cannot be known: the file's error (row 0)
                     yield 0, None, RowError(0, "", f"{mpath.name} record {number}: {record}; that member is not read")
                 else:
                     readable.append(record)
-        members = _csv_members(readable)
+        members = _csv_members(readable) if header else None
     with open(path, encoding="utf-8", errors="surrogateescape", newline="") as handle:
         for number, row in _csv_records(handle):
             if isinstance(row, str):  # (number 0: the header, and nothing after it can be read)
@@ -525,7 +560,7 @@ def _csv_chunks_of(path: Path, engine: Any, chunk_size: int, errors: list[RowErr
                    odd_households: pl.Series | None) -> Iterator[tuple[Any, pl.Series, pl.Series]]:
     from .batch_intake import read_chunk
 
-    by_household: dict[str, list[dict[str, Any] | str]] | None = None  # for chunks read row by row
+    by_household: dict[str, list[_Member]] | None = None  # for chunks read row by row
     first = 1
     # cells beyond the header are ignored, as csv.DictReader files them under None
     cells_of = pl.scan_csv(path, infer_schema=False, truncate_ragged_lines=True)
