@@ -282,11 +282,19 @@ def test_the_fast_money_reader_is_coerce(raw: Any) -> None:
     assert str(values["deposits"]) == str(coerce(raw, deposits))
 
 
-@pytest.mark.parametrize("income", [None, [], "x", {"other": 1}, {"wages": None}])
-def test_member_containers_that_are_not_mappings_are_absent_facts(income: Any) -> None:
+@pytest.mark.parametrize("income", [None, {"other": 1}, {"wages": None}])
+def test_member_containers_that_are_null_or_hold_no_read_fact_are_absent_facts(income: Any) -> None:
     engine = pe.load(SHARED)
     _, members = read_facts(engine.policy.inputs, {"members": [{"income": income}]}, "household")
     assert members == [{}]
+
+
+@pytest.mark.parametrize("income", [[], "x", 0, False])
+def test_member_containers_that_are_values_are_refused(income: Any) -> None:
+    engine = pe.load(SHARED)
+    with pytest.raises(FactsError) as caught:
+        read_facts(engine.policy.inputs, {"members": [{"income": income}, {"income": income}]}, "household")
+    assert caught.value.paths == ["members[0].income", "members[1].income"]
 
 
 def test_paths_of_other_lengths_and_mapping_subclasses() -> None:
