@@ -19,7 +19,7 @@ import policy_engine as pe
 from policy_engine import population as P
 from policy_engine.cli import main
 from policy_engine.facts import Household
-from policy_engine.intake import NOT_MAPPING
+from policy_engine.intake import NOT_MAPPING, NOT_UTF8
 
 ROOT = Path(__file__).resolve().parents[1]
 AS_OF = "2023-07-01"
@@ -171,6 +171,62 @@ def test_roster_categories(tmp_path: Path, anhui: pe.Engine) -> None:
     plain = tmp_path / "roster.txt"
     plain.write_text(f"{eligible[0]}\n{eligible[0]}\n", encoding="utf-8")
     assert P.read_roster(plain) == [(eligible[0], "dibao")] * 2
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    (b"A\xff\nB\n", "line 1 is not UTF-8 text"),
+    (b"household_id\nA\n" + b"x" * 200_000 + b"\n", "row 2: not CSV: a cell longer than 131,072 characters"),
+    (b'household_id,benefit\n"A,dibao\nB,dibao\n', "row 1: not CSV: a quote opened in this record is never closed"),
+    (b"household_id,benefit\nA,Dibao\nB,pension\n", "row 2: benefit 'pension' is not one of dibao, 低保, tekun, 特困"),
+    (b"household_id,household_id\nA,B\n", "the header names household_id twice"),
+])
+def test_a_roster_line_that_cannot_be_read_for_sure_is_refused_with_its_line(
+        tmp_path: Path, content: bytes, message: str) -> None:
+    """A roster decides who is reported as 应享未享 or 违规享受: a line is not skipped or guessed."""
+    path = tmp_path / "roster.csv"
+    path.write_bytes(content)
+    with pytest.raises(P.RosterError, match=message.replace("(", r"\(")):
+        P.read_roster(path)
+
+
+def test_roster_benefits_in_any_case_comments_and_malformed_rows(tmp_path: Path, anhui: pe.Engine) -> None:
+    path = tmp_path / "roster.csv"
+    path.write_text("household_id,benefit\nA,Dibao\nB,TEKUN\nC,\nD, 低保 \n", encoding="utf-8")
+    assert P.read_roster(path) == [("A", "dibao"), ("B", "tekun"), ("C", "dibao"), ("D", "dibao")]
+    plain = tmp_path / "roster.txt"
+    plain.write_text("# recipients, 2023-07\nA # moved in May\n  # B left\n\nC\n", encoding="utf-8")
+    assert P.read_roster(plain) == [("A", "dibao"), ("C", "dibao")]
+    households = [h for h in P.synth_households(3, "anhui", seed=5)]
+    households[1]["area_type"] = "suburb"  # malformed: refused, not "absent from the file"
+    jsonl = tmp_path / "h.jsonl"
+    jsonl.write_text("".join(json.dumps(h) + "\n" for h in households), encoding="utf-8")
+    result = P.screen(anhui, jsonl, tmp_path / "o.parquet", AS_OF, keep_ids=True)
+    roster = [(households[1]["household_id"], "dibao"), ("ghost", "dibao")]
+    report = P.roster_check(result, roster, anhui)
+    assert report["malformed_in_population"]["ids"] == [households[1]["household_id"]]
+    assert report["not_in_population"]["ids"] == ["ghost"]
+
+
+def test_jsonl_lines_python_cannot_hold_are_their_rows_errors(tmp_path: Path, anhui: pe.Engine) -> None:
+    """A 4,301-digit number (int() refuses it) or a lone surrogate escape (no Arrow column or
+    file holds it) is one row's error; the lines around it are decided."""
+    good = list(P.synth_households(2, "anhui", seed=3))
+    huge = '{"household_id": "H", "assets": {"deposits": ' + "9" * 4301 + "}}"
+    lone_id = '{"household_id": "\\ud800", "members": []}'
+    member = dict(good[0], household_id="M", members=[dict(good[0]["members"][0], member_id="PLACEHOLDER")])
+    lone_member = json.dumps(member).replace("PLACEHOLDER", "m\\udc80")
+    path = tmp_path / "h.jsonl"
+    path.write_text("\n".join([json.dumps(good[0]), huge, lone_id, lone_member, json.dumps(good[1])]) + "\n",
+                    encoding="utf-8")
+    result = P.screen(anhui, path, tmp_path / "o.parquet", AS_OF)
+    assert result.households == 2
+    assert [(e.row, e.column) for e in result.errors] == [(2, ""), (3, "household_id"), (4, "members[0].member_id")]
+    assert "more than 4,300 digits" in result.errors[0].message
+    assert all(e.message == NOT_UTF8 for e in result.errors[1:])
+    facts = json.loads(lone_member)  # decide reads it; decide_batch decides it by the scalar path
+    batch = anhui.decide_batch([facts], AS_OF)
+    assert batch["_fallback"].to_list() == [True]
+    assert batch["dibao.status"].to_list() == [anhui.decide(facts, AS_OF)["dibao"].status]
 
 
 def test_cli_exit_codes(tmp_path: Path, synth_file: Path) -> None:

@@ -331,7 +331,11 @@ def screen(input_path: str, policy_path: str, as_of: str, out: str, decisions: s
         raise click.UsageError(str(exc)) from exc
     engine = _load_engine(policy_path, "text")
     wanted = [d.strip() for d in decisions.split(",") if d.strip()] if decisions else None
-    roster_entries = pop.read_roster(roster) if roster else None
+    try:
+        roster_entries = pop.read_roster(roster) if roster else None
+    except pop.RosterError as exc:
+        click.echo(f"policy-engine: cannot read roster {roster}: {exc}", err=True)
+        raise _Exit(EXIT_USAGE) from exc
     err = Console(stderr=True)
     show = progress and err.is_terminal
     bar = Progress(TextColumn("screening"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),

@@ -99,6 +99,43 @@ def too_many_digits(inputs: tuple[ir.InputNode, ...], values: dict[str, Any],
     return sorted(found, key=lambda d: d.path or "")
 
 
+#: what a text fact with a lone surrogate (JSON's ``"\ud800"``) is: no column or file holds it
+NOT_UTF8 = "not UTF-8 text (a lone surrogate, such as JSON's \\ud800)"
+
+
+def utf8(text: str) -> bool:
+    """Whether ``text`` can be written as UTF-8 (it has no lone surrogate)."""
+    if text.isascii():
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def beyond_utf8(inputs: tuple[ir.InputNode, ...], values: dict[str, Any], members: list[dict[str, Any]] | None
+                ) -> Iterator[tuple[ir.InputNode, int | None, dict[str, Any]]]:
+    """(input, member position or None, the row holding it) for every text or list fact of a read
+    case that is not UTF-8 text: ``decide`` reads it, a population column cannot hold it."""
+    for node in inputs:
+        if node.type != "text" and node.type != "list":
+            continue
+        rows = [(None, values)] if node.entity != "member" else list(enumerate(members or ()))
+        for member, row in rows:
+            value = row.get(node.name)
+            parts = (value,) if isinstance(value, str) else value if isinstance(value, tuple) else ()
+            if not all(utf8(part) for part in parts if isinstance(part, str)):
+                yield node, member, row
+
+
+def not_utf8_text(inputs: tuple[ir.InputNode, ...], values: dict[str, Any],
+                  members: list[dict[str, Any]] | None) -> list[Diagnostic]:
+    """A PE401 for every text fact of a read case that is not UTF-8 text (by fact path)."""
+    found = [_error(node, member, ValueError(NOT_UTF8)) for node, member, _ in beyond_utf8(inputs, values, members)]
+    return sorted(found, key=lambda d: d.path or "")
+
+
 def coerce(value: Any, node: ir.InputNode, signed: bool = False) -> Any:
     """Convert one fact to its declared type; raises ValueError with a user-facing message."""
     kind = node.type

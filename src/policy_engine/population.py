@@ -22,6 +22,7 @@ import io
 import json
 import os
 import random
+import sys
 import tempfile
 import time
 from collections import Counter
@@ -36,8 +37,9 @@ from pydantic import AfterValidator, BaseModel
 
 from . import facts as facts_models
 from .diagnostics import Diagnostic, FactsError, make
+from .intake import NOT_UTF8, not_utf8_text, too_many_digits
 from .intake import read_facts as _intake
-from .intake import too_many_digits
+from .intake import utf8 as _utf8
 
 __all__ = [
     "PROVINCES",
@@ -230,6 +232,10 @@ def _jsonl_rows(path: Path) -> Iterator[_Raw]:
                 continue
             except RecursionError:  # arrays or objects nested hundreds deep: no facts are
                 yield number, None, RowError(number, "", "not JSON facts: nested too deeply")
+                continue
+            except ValueError:  # int() refuses a literal beyond sys.get_int_max_str_digits()
+                yield number, None, RowError(number, "", "not JSON facts: a whole number with more than "
+                                                         f"{sys.get_int_max_str_digits():,} digits")
                 continue
             if not isinstance(data, dict):
                 yield number, None, RowError(number, "", f"expected an object, not {type(data).__name__}")
@@ -682,6 +688,14 @@ def _read_rows(raw: Iterator[_Raw], engine: Any, chunk_size: int, sink: list[Row
         if too_long:
             sink.extend(_errors_of(number, hid, FactsError(too_long)))
             continue
+        # text with a lone surrogate (JSON's "\ud800"): neither a population nor the output holds it
+        if hid is not None and not _utf8(hid):
+            sink.append(RowError(number, ID_COLUMN, NOT_UTF8))
+            continue
+        odd_text = not_utf8_text(inputs, *case)
+        if odd_text:
+            sink.extend(_errors_of(number, hid, FactsError(odd_text)))
+            continue
         read.append(case)
         ids.append(hid if hid is not None else str(number))
         rows.append(number)
@@ -1110,20 +1124,42 @@ def screen(engine: Any, input_path: str | os.PathLike[str], out: str | os.PathLi
 _BENEFITS = {"dibao": "dibao", "低保": "dibao", "tekun": "tekun", "特困": "tekun"}
 
 
+class RosterError(ValueError):
+    """A roster file that cannot be read as it stands (its line, and why)."""
+
+
 def read_roster(path: str | os.PathLike[str]) -> list[tuple[str, str]]:
-    """``(household id, benefit)`` pairs: one id a line, or CSV with a ``household_id`` header and
-    an optional ``benefit`` column (``dibao``/``低保`` or ``tekun``/``特困``; default dibao)."""
+    """``(household id, benefit)`` pairs: one id a line (blank lines and ``#`` comments, a line
+    starting with ``#`` or text after `` #``, are skipped), or CSV with a ``household_id`` header
+    and an optional ``benefit`` column (``dibao``/``低保`` or ``tekun``/``特困`` in any case;
+    empty: dibao). A roster decides what is reported as 应享未享 or 违规享受, so a line that
+    cannot be read for sure (not UTF-8, not CSV, an unknown benefit) raises ``RosterError``
+    naming it, rather than being skipped or guessed."""
+    try:
+        text = Path(path).read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        where = exc.object[:exc.start].count(b"\n") + 1
+        raise RosterError(f"line {where} is not UTF-8 text") from None
+    lines = text.splitlines()
     entries: list[tuple[str, str]] = []
-    with open(path, encoding="utf-8-sig", newline="") as handle:
-        lines = handle.read().splitlines()
-    if lines and "household_id" in [c.strip() for c in lines[0].split(",")]:
-        for row in csv.DictReader(lines):
+    if lines and "household_id" in [c.strip().strip('"') for c in lines[0].split(",")]:
+        for number, row in _csv_records(io.StringIO(text, newline=""), require="household_id"):
+            if isinstance(row, str):
+                raise RosterError(f"row {number}: {row}" if number else row)
             hid = (row.get("household_id") or "").strip()
-            if hid:
-                benefit = (row.get("benefit") or "dibao").strip()
-                entries.append((hid, _BENEFITS.get(benefit, benefit)))
-    else:
-        entries = [(line.strip(), "dibao") for line in lines if line.strip() and not line.startswith("#")]
+            if not hid:
+                continue
+            given = (row.get("benefit") or "").strip()
+            benefit = _BENEFITS.get(given.lower(), _BENEFITS.get(given)) if given else "dibao"
+            if benefit is None:
+                raise RosterError(f"row {number}: benefit {given!r} is not one of "
+                                  + ", ".join(_BENEFITS) + " (empty: dibao)")
+            entries.append((hid, benefit))
+        return entries
+    for line in lines:
+        hid = line.split(" #", 1)[0].strip()
+        if hid and not hid.startswith("#"):
+            entries.append((hid, "dibao"))
     return entries
 
 
@@ -1137,7 +1173,10 @@ def roster_check(result: ScreenResult, roster: list[tuple[str, str]], engine: An
     not_receiving = sorted(eligible - on_dibao)
     improper = sorted(hid for hid in on_dibao if hid in decided and hid not in eligible)
     undetermined = sorted(hid for hid in on_dibao if hid in result.ids and hid not in decided)
-    unknown = sorted({hid for hid, _ in roster} - result.ids)
+    malformed = {e.household_id for e in result.errors if e.household_id is not None} - result.ids
+    listed = {hid for hid, _ in roster}
+    unknown = sorted(listed - result.ids - malformed)
+    refused = sorted(listed & malformed)
     duplicates = {hid for (hid, _b), n in counts.items() if n > 1}
     defines_both = {"dibao", "tekun"} <= set(engine.decision_ids("household"))
     if defines_both:
@@ -1154,6 +1193,9 @@ def roster_check(result: ScreenResult, roster: list[tuple[str, str]], engine: An
         "undetermined": {"description": "on the dibao roster, but dibao needs information", "count": len(undetermined), "ids": undetermined},
         "not_in_population": {"description": "on the roster but not in the screened file",
                               "count": len(unknown), "ids": unknown},
+        "malformed_in_population": {"description": "on the roster, but its row in the screened file is malformed "
+                                                   "(see the errors), so it was not decided",
+                                    "count": len(refused), "ids": refused},
     }
 
 

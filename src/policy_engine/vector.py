@@ -1420,20 +1420,23 @@ def _dtype(node: ir.InputNode, scale: int) -> pl.DataType:
 
 def facts_to_population(engine: Any, facts: Sequence[Any], entity: str = "household") -> pl.DataFrame:
     """The documented layout (docs/population.md) for a list of facts dicts, checked as ``decide``
-    does. A decimal with more digits than a population holds (``intake.fits_digits``)
-    is left unknown here: ``decide_batch`` decides such a case with the scalar path."""
+    does. A decimal with more digits than a population holds (``intake.fits_digits``), or text
+    with a lone surrogate, is left unknown here: ``decide_batch`` decides such a case with the
+    scalar path."""
     return _facts_population(engine, facts, entity)[0]
 
 
 def _facts_population(engine: Any, facts: Sequence[Any], entity: str) -> tuple[pl.DataFrame, list[int]]:
-    """``facts_to_population``, and the positions of the cases whose decimals it left unknown."""
-    from .intake import beyond_digits
+    """``facts_to_population``, and the positions of the cases whose decimals or text it left
+    unknown (``decide_batch`` decides them with the scalar path)."""
+    from .intake import beyond_digits, beyond_utf8
 
     policy: ir.CompiledPolicy = engine.policy
     read = [read_facts(policy.inputs, f, entity) for f in facts]
     too_long: list[int] = []
     for i, (values, members) in enumerate(read):
-        found = list(beyond_digits(policy.inputs, values, members))
+        # decimals beyond the digits a column holds, text with a lone surrogate (which no column holds)
+        found = [*beyond_digits(policy.inputs, values, members), *beyond_utf8(policy.inputs, values, members)]
         for node, _, row in found:
             row[node.name] = None
         if found:
