@@ -229,6 +229,44 @@ def test_jsonl_lines_python_cannot_hold_are_their_rows_errors(tmp_path: Path, an
     assert batch["dibao.status"].to_list() == [anhui.decide(facts, AS_OF)["dibao"].status]
 
 
+def test_a_facts_layout_parquet_file_with_extra_columns_is_still_read_as_facts(tmp_path: Path) -> None:
+    """An extra column (or member field) is ignored, as a JSON key the intake does not read: the
+    file is not taken for the input layout, which would drop every nested fact without a word."""
+    shared = pe.load(ROOT / "benchmarks" / "policies" / "shared_dibao")
+    facts = {"assets": {"deposits": "100"}, "members": [{"income": {"wages": "500", "other_counted": "0"}}]}
+    pl.DataFrame({"household_id": ["A"], "assets": [{"deposits": Decimal(100)}],
+                  "members": [[{"income": {"wages": Decimal(500), "other_counted": Decimal(0)}, "note": 1}]],
+                  "note": ["moved in May"]}).write_parquet(tmp_path / "h.parquet")
+    result = P.screen(shared, tmp_path / "h.parquet", tmp_path / "o.parquet", AS_OF)
+    assert result.errors == [] and result.households == 1
+    row = pl.read_parquet(tmp_path / "o.parquet").row(0, named=True)
+    expected = shared.decide(facts, AS_OF)["dibao"]
+    assert (row["dibao.status"], row["dibao.amount"]) == (expected.status, expected.amount) == ("decided", Decimal("300.00"))
+    assert shared.explain_row(tmp_path / "h.parquet", 1, AS_OF)["dibao"].amount == expected.amount
+
+
+@pytest.mark.parametrize(("members", "dtype", "error"), [
+    (["abc"], pl.String, "1:members: members must be a list"),
+    ([[1]], pl.List(pl.Int64), "1:members[0]: members[0] must be a mapping"),
+    ([[None, {"wages": Decimal(5), "other_income": Decimal(0)}]], None, "1:members[0]: members[0] must be a mapping"),
+])
+def test_input_layout_members_that_are_not_mappings_are_refused_not_crashed_on(
+        tmp_path: Path, members: list[Any], dtype: Any, error: str) -> None:
+    shared = pe.load(ROOT / "benchmarks" / "policies" / "shared_dibao")
+    column = pl.Series("members", members, dtype=dtype) if dtype is not None else members
+    pl.DataFrame({"household_id": ["A"], "deposits": [Decimal(100)], "members": column}).write_parquet(
+        tmp_path / "h.parquet")
+    result = P.screen(shared, tmp_path / "h.parquet", tmp_path / "o.parquet", AS_OF)
+    assert [str(e) for e in result.errors] == [error] and result.households == 0
+
+
+def test_an_input_layout_parquet_file_naming_other_columns_is_refused(tmp_path: Path) -> None:
+    shared = pe.load(ROOT / "benchmarks" / "policies" / "shared_dibao")
+    pl.DataFrame({"household_id": ["A"], "deposits": [Decimal(100)], "note": ["x"]}).write_parquet(tmp_path / "h.parquet")
+    with pytest.raises(ValueError, match="column note is neither a field of the facts layout nor an input"):
+        P.screen(shared, tmp_path / "h.parquet", tmp_path / "o.parquet", AS_OF)
+
+
 def test_cli_exit_codes(tmp_path: Path, synth_file: Path) -> None:
     out = tmp_path / "s.jsonl"
     done = _cli("synth", "--households", "50", "--province", "hebei", "--seed", "1", "--out", str(out))

@@ -250,12 +250,35 @@ def _is_facts_parquet(path: Path) -> bool:
 
 
 def _is_facts_layout(schema: pl.Schema) -> bool:
-    if not set(schema.names()) <= _HOUSEHOLD_KEYS:
-        return False
+    """Whether a Parquet schema is the facts layout (else the input layout, columns by input name).
+    Every column a ``Household`` field (members' fields ``Member`` fields); or, whatever other
+    columns there are (ignored, as a JSON key the intake does not read), a group of facts: a
+    struct column named as a ``Household`` field, or a member struct field named as a ``Member``
+    one (``assets``, ``members[].income``), which the input layout never has."""
     members = schema.get("members")
-    if isinstance(members, pl.List) and isinstance(members.inner, pl.Struct):
-        return {f.name for f in members.inner.fields} <= _MEMBER_KEYS
-    return True
+    inner = members.inner if isinstance(members, pl.List) and isinstance(members.inner, pl.Struct) else None
+    fields = {f.name: f.dtype for f in inner.fields} if inner is not None else {}
+    if set(schema.names()) <= _HOUSEHOLD_KEYS and set(fields) <= _MEMBER_KEYS:
+        return True
+    return (any(isinstance(dtype, pl.Struct) and name in _HOUSEHOLD_KEYS for name, dtype in schema.items())
+            or any(isinstance(dtype, pl.Struct) and name in _MEMBER_KEYS for name, dtype in fields.items()))
+
+
+def _input_layout_check(path: Path, schema: pl.Schema, engine: Any) -> None:
+    """A Parquet file read as the input layout names only the policy's inputs (and
+    ``household_id``, ``members``): any other column would be dropped without a word, and is
+    most likely a file in neither layout, so it is refused, naming them."""
+    inputs = {n.name for n in engine.policy.inputs if n.entity == "household"} | {"household_id", "members"}
+    members = schema.get("members")
+    inner = members.inner if isinstance(members, pl.List) and isinstance(members.inner, pl.Struct) else None
+    fields = [f.name for f in inner.fields] if inner is not None else []
+    member_inputs = {n.name for n in engine.policy.inputs if n.entity == "member"}
+    unknown = [n for n in schema.names() if n not in inputs] + [f"members[].{f}" for f in fields if f not in member_inputs]
+    if unknown:
+        many = len(unknown) > 1
+        raise ValueError(f"{path}: column{'s' if many else ''} {', '.join(unknown)} {'are' if many else 'is'} "
+                         "neither a field of the facts layout nor an input of the policy (docs/population.md); "
+                         "a file in the facts layout names groups as structs (assets.deposits, members[].income)")
 
 
 def _parquet_rows(path: Path, engine: Any, clean: bool = True, chunk_size: int = 50_000) -> Iterator[_Raw]:
@@ -266,6 +289,7 @@ def _parquet_rows(path: Path, engine: Any, clean: bool = True, chunk_size: int =
                          "the policy to be read as facts")
     if not facts_layout:
         from .vector import _to_facts
+        _input_layout_check(path, pl.Schema(schema), engine)
     number = 0
     for frame in pl.scan_parquet(path).collect_batches(chunk_size=chunk_size):
         for row in frame.iter_rows(named=True):
@@ -274,7 +298,13 @@ def _parquet_rows(path: Path, engine: Any, clean: bool = True, chunk_size: int =
             if facts_layout:  # the intake reads a null like an absent key: cleaning is for read_facts
                 facts = _drop_nulls(row) if clean else row
             else:
-                facts = _to_facts(engine.policy, row, "household")
+                # members that are not a list of mappings are given as they are: the intake
+                # refuses them as it refuses them in any file (not an empty household or member)
+                listed = row.get("members")
+                odd = listed is not None and (not isinstance(listed, list) or not all(isinstance(m, dict) for m in listed))
+                facts = _to_facts(engine.policy, {**row, "members": None} if odd else row, "household")
+                if odd:
+                    facts["members"] = listed
             if not facts_layout and hid is not None:
                 facts["household_id"] = hid
             yield number, str(hid) if hid is not None else None, facts
