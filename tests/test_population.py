@@ -390,7 +390,7 @@ def _csv_population(tmp_path: Path, seed: int, rate: float, newline: str = "\n",
                 if column != "household_id" and rng.random() < rate:
                     flag = flags_read and kinds.get(column) == "bool"
                     row[column] = rng.choice(_FLAG_CELLS if flag else _ODD_CELLS)
-    households[7]["household_id"] = households[3]["household_id"]  # a repeated id shares the members
+    households[7]["household_id"] = households[3]["household_id"]  # a repeated id: refused (whose members?)
     households[9].pop("household_id")  # no id: the row number, and no members
     path = tmp_path / f"h{seed}.csv"
     _write_csv(path, households, newline)
@@ -434,8 +434,56 @@ def test_csv_cells_only_the_row_reading_keeps_send_their_chunk_row_by_row(
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     columnar, a, rows, b = _screen_both(path, anhui, tmp_path, monkeypatch)
     assert a.equals(b) and columnar.errors == rows.errors
-    assert [(e.row, e.column) for e in columnar.errors] == [(120, "current_benefits.receiving_dibao")]
-    assert "expected true or false" in columnar.errors[0].message
+    # row 8 repeats row 4's id (_csv_population); the members of the households whose ids were
+    # changed (rows 8 and 10) are filed under ids no row has: the end of the file says so
+    assert [(e.row, e.column) for e in columnar.errors] == [
+        (8, "household_id"), (120, "current_benefits.receiving_dibao"), (0, "")]
+    assert "also the household id of row 4" in columnar.errors[0].message
+    assert "expected true or false" in columnar.errors[1].message
+    assert "members filed under 2 household ids that no row of h4.csv has" in columnar.errors[2].message
+
+
+@pytest.mark.parametrize("chunk_size", [1, 2, 50])
+def test_csv_members_that_join_no_household_or_two_are_reported(
+        tmp_path: Path, anhui: pe.Engine, monkeypatch: pytest.MonkeyPatch, chunk_size: int) -> None:
+    """Members filed under an id no household has (" A " for "A", a typo) are reported, not
+    dropped; a second household with an id that was given members is refused, not given them
+    again; both readings agree, chunk boundaries or not."""
+    path = tmp_path / "h.csv"
+    path.write_text("household_id,area_type\nA,rural\nB,rural\nA,urban\nC,rural\nB,urban\n", encoding="utf-8")
+    P.members_path(path).write_text("household_id,member_id,income.wages\nA,a1,100\n A ,a2,100\nB,b1,100\n"
+                                    "Z,z1,100\n", encoding="utf-8")
+    results = []
+    for columnar in (True, False):
+        with monkeypatch.context() as patch:
+            if not columnar:
+                patch.setattr(P, "_csv_chunks", lambda *args: None)
+            else:
+                assert P._csv_chunks(path, anhui, chunk_size, []) is not None
+            result = P.screen(anhui, path, tmp_path / "o.parquet", AS_OF, chunk_size=chunk_size, keep_ids=True)
+        results.append(([(e.row, e.column, e.message) for e in result.errors], result.households,
+                        pl.read_parquet(tmp_path / "o.parquet")))
+    (errors, households, table), (errors_rows, households_rows, table_rows) = results
+    assert errors == errors_rows and households == households_rows == 3 and table.equals(table_rows)
+    assert errors == [
+        (3, "household_id", ("A is also the household id of row 1, which was given its members: "
+                            "whose members they are cannot be known")),
+        (5, "household_id", ("B is also the household id of row 2, which was given its members: "
+                            "whose members they are cannot be known")),
+        (0, "", ("h.members.csv: members filed under 2 household ids that no row of h.csv has (' A ', 'Z'); "
+                "they are not read"))]
+
+
+def test_a_household_table_without_ids_beside_a_members_table_leaves_members_unknown(
+        tmp_path: Path, anhui: pe.Engine) -> None:
+    path = tmp_path / "h.csv"
+    path.write_text("area_type\nrural\n", encoding="utf-8")
+    P.members_path(path).write_text("household_id,member_id\nA,a1\n", encoding="utf-8")
+    result = P.screen(anhui, path, tmp_path / "o.parquet", AS_OF)
+    assert [(e.row, e.message) for e in result.errors] == [
+        (0, ("h.csv: the header has no household_id column, so no household can be given its members from "
+            "h.members.csv; every household's members are unknown"))]
+    assert pl.read_parquet(tmp_path / "o.parquet")["dibao.status"].to_list() == ["needs_information"]
 
 
 @pytest.mark.parametrize("text", ['h,"quoted"\n', "household_id,area_type\n\nA,rural\n", "household_id\rA\r",

@@ -345,11 +345,19 @@ def _csv_members(rows: Iterable[dict[str, Any]]) -> dict[str, list[_Member]]:
     return members
 
 
-def _csv_household(number: int, row: dict[str, Any], members: dict[str, list[_Member]] | None) -> _Raw:
+def _csv_household(number: int, row: dict[str, Any], members: dict[str, list[_Member]] | None,
+                   joined: dict[str, int] | None = None) -> _Raw:
     """One household-table row (cells as text) as facts, with its members when there is a members
     table; or the error of its first cell that is not UTF-8 or that clashes (``_csv_facts``), or
-    of its first member that cannot be read."""
+    of its first member that cannot be read. ``joined``: the row that took each household id's
+    members so far; a second row with the same id is refused (whose members they are cannot be
+    known), and the ids never taken are reported at the end (``_unjoined``)."""
     hid = row.get("household_id") or None
+    if joined is not None and members is not None and hid is not None and hid in members:
+        if hid in joined:
+            return number, hid, RowError(number, ID_COLUMN, f"{hid} is also the household id of row {joined[hid]}, "
+                                         "which was given its members: whose members they are cannot be known", hid)
+        joined[hid] = number
     bad = _not_utf8(row)
     if bad is not None:
         return number, None, RowError(number, bad, "not UTF-8 text", hid if bad != "household_id" else None)
@@ -430,12 +438,44 @@ def _csv_rows(path: Path) -> Iterator[_Raw]:
                 else:
                     readable.append(record)
         members = _csv_members(readable) if header else None
+        if members is not None and "household_id" not in _csv_header(path):
+            yield 0, None, RowError(0, "", _NO_JOIN.format(table=path.name, members=mpath.name))
+            members = None
+    joined: dict[str, int] = {}
     with open(path, encoding="utf-8", errors="surrogateescape", newline="") as handle:
         for number, row in _csv_records(handle):
             if isinstance(row, str):  # (number 0: the header, and nothing after it can be read)
                 yield number, None, RowError(number, "", row)
             else:
-                yield _csv_household(number, row, members)
+                yield _csv_household(number, row, members, joined)
+    if members:
+        yield from ((0, None, e) for e in _unjoined(members, joined, mpath, path))
+
+
+#: a household table without ids beside a members table
+_NO_JOIN = ("{table}: the header has no household_id column, so no household can be given its members from "
+            "{members}; every household's members are unknown")
+
+
+def _csv_header(path: Path) -> list[str]:
+    """The column names of a CSV file's header (none when it has no readable header)."""
+    with open(path, encoding="utf-8", errors="surrogateescape", newline="") as handle:
+        try:
+            return next(csv.reader(handle), None) or []
+        except csv.Error:
+            return []
+
+
+def _unjoined(members: Iterable[str], joined: dict[str, int], mpath: Path, path: Path) -> list[RowError]:
+    """The members-table household ids no household row took: their members are not read, and
+    said so (row 0), not dropped without a word (an id typed differently in the two tables)."""
+    left = [hid for hid in members if hid not in joined]
+    if not left:
+        return []
+    shown = ", ".join(repr(h) for h in left[:5]) + (f" and {len(left) - 5:,} more" if len(left) > 5 else "")
+    return [RowError(0, "", f"{mpath.name}: members filed under {len(left):,} household id"
+                            f"{'s' if len(left) > 1 else ''} that no row of {path.name} has ({shown}); "
+                            "they are not read")]
 
 
 # --- CSV, column by column ------------------------------------------------------------------------
@@ -579,8 +619,8 @@ def _csv_chunks(path: Path, engine: Any, chunk_size: int, errors: list[RowError]
         if not _csv_plain_file(mpath, _CSV_MEMBER):
             return None
         raw_members = pl.read_csv(mpath, infer_schema=False, truncate_ragged_lines=True)  # as DictReader
-        if "household_id" not in raw_members.columns:
-            return None  # no member belongs to a household: the row-by-row reading says so
+        if "household_id" not in raw_members.columns or "household_id" not in _csv_header(path):
+            return None  # no member can be given to a household: the row-by-row reading says so
         raw_members = raw_members.filter(pl.col("household_id").is_not_null())
         table, odd = _csv_structs(raw_members.drop("household_id"), _CSV_MEMBER,
                                   {".".join(n.path) for n in inputs if n.entity == "member"})
@@ -597,6 +637,8 @@ def _csv_chunks_of(path: Path, engine: Any, chunk_size: int, errors: list[RowErr
     from .batch_intake import read_chunk
 
     by_household: dict[str, list[_Member]] | None = None  # for chunks read row by row
+    joined: dict[str, int] = {}  # household id with members -> the row that took them (as _csv_rows)
+    listed = members["household_id"].implode() if members is not None else None
     first = 1
     # cells beyond the header are ignored, as csv.DictReader files them under None
     cells_of = pl.scan_csv(path, infer_schema=False, truncate_ragged_lines=True)
@@ -604,14 +646,25 @@ def _csv_chunks_of(path: Path, engine: Any, chunk_size: int, errors: list[RowErr
         frame, odd = _csv_structs(cells, _CSV_HOUSEHOLD, wanted)
         if odd_households is not None and "household_id" in cells.columns:
             odd = cells["household_id"].is_in(odd_households.implode()) | (odd if odd is not None else False)
+        taking = None
+        if listed is not None and "household_id" in cells.columns:
+            ids = cells["household_id"]
+            taking = ids.is_in(listed).fill_null(False)  # the rows given members
+            # an id given members twice (in this chunk, or before it): row by row, which refuses it
+            again = taking & (ids.is_duplicated() | ids.is_in(pl.Series(list(joined), dtype=pl.String).implode()))
+            if again.any():
+                odd = again | (odd if odd is not None else False)
         if odd is not None and odd.any():  # this chunk row by row, as _csv_rows reads it
             if raw_members is not None and by_household is None:
                 by_household = _csv_members(raw_members.iter_rows(named=True))
-            raw = [_csv_household(number, row, by_household)
+            raw = [_csv_household(number, row, by_household, joined)
                    for number, row in enumerate(cells.iter_rows(named=True), first)]
             yield from _read_rows(iter(raw), engine, max(len(raw), 1), errors)
             first += cells.height
             continue
+        if taking is not None:
+            for number, hid in zip(taking.arg_true().to_list(), cells["household_id"].filter(taking).to_list()):
+                joined[hid] = first + number
         if members is not None:
             dtype = members.schema["members"]
             if "household_id" in frame.columns:
@@ -624,6 +677,8 @@ def _csv_chunks_of(path: Path, engine: Any, chunk_size: int, errors: list[RowErr
         first += cells.height
         if chunk.population.height:  # as the row-by-row reading, which has nothing to give then
             yield chunk.population, chunk.ids, chunk.rows
+    if members is not None and members.height:
+        errors.extend(_unjoined(members["household_id"].to_list(), joined, members_path(path), path))
 
 
 def _report(chunk: Any, frame: pl.DataFrame, first: int, errors: list[RowError]) -> None:
