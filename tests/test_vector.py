@@ -441,3 +441,84 @@ def test_the_bounds_of_a_direct_quotient_hold_every_row(rows: list[tuple[int, in
         expected = CONTEXT.divide(Decimal(x).scaleb(-sa), Decimal(y)).quantize(
             Decimal(1).scaleb(-k), rounding=ROUNDING_MODES[mode], context=CONTEXT)
         assert Decimal(value).scaleb(-k) == expected
+
+
+# --- magnitudes beyond the scalar path's 34 digits ------------------------------------------------
+
+_L = {"zh": "x", "en": "x"}
+_WIDE = {
+    "inputs": {"a": {"path": "a", "type": "money", "label": _L}, "b": {"path": "b", "type": "decimal", "label": _L},
+               "n": {"path": "n", "type": "integer", "label": _L}},
+    "derived": {"p": {"type": "money", "label": _L, "expr": "a * b"},
+                "q": {"type": "decimal", "label": _L, "expr": "a + b"},
+                "w": {"type": "integer", "label": _L, "expr": "n ** 3"}},
+    "decisions": {"d": {"label": _L, "cite": "s §1", "outputs": {
+        "p": {"type": "money", "label": _L, "expr": "p"}, "q": {"type": "decimal", "label": _L, "expr": "q"},
+        "w": {"type": "integer", "label": _L, "expr": "w"}}}},
+}
+_BIG = "999999999999999999.999999999999999999"  # 36 digits: a fact may have 18 on either side
+
+
+def test_sums_the_scalar_path_rounds_to_34_digits_are_decided_by_it() -> None:
+    """The scalar path adds, multiplies and sums in 34 digits (FEEL's decimal128), where a
+    fixed-point column is exact: a row where they could differ is decided by the scalar path."""
+    from tests.helpers import engine_for
+
+    engine = engine_for(_WIDE)
+    cases = [{"a": "1", "b": "2", "n": 3}, {"a": _BIG, "b": "0.000000000000000001", "n": 2},
+             {"a": "123456789012345678.12", "b": "0.123456789012345678", "n": 2}]
+    fallback = []
+    for facts in cases:  # one at a time: the columns' scales are each case's own
+        row = decide_batch(engine, [facts], "2023-07-01").row(0, named=True)
+        want = engine.decide(facts, "2023-07-01")["d"]
+        assert (row["d.p"], row["d.q"], row["d.w"]) == (want.p, want.q, want.w), facts
+        assert type(row["d.w"]) is int
+        fallback.append(row["_fallback"])
+    assert fallback == [False, True, True]
+    # members' sums: the scalar path adds member by member (the issue-5 hunt's household)
+    zero = dict.fromkeys(["wages", "business_gross", "business_costs", "productive_asset_depreciation",
+                          "property_net", "transfer_net", "other_counted", "income_tax_paid",
+                          "social_insurance_contributions"], "0")
+    facts = {"area_type": "rural", "assets": {"cash": "0", "deposits": "0", "securities": "0", "vehicle_count": 0},
+             "members": [{"income": {**zero, "transfer_net": _BIG}},
+                         {"income": {**zero, "transfer_net": "1213.945", "social_insurance_contributions": _BIG}}]}
+    row = decide_batch(HUAIYUAN, [facts], "2023-07-01").row(0, named=True)
+    assert row["dibao.amount"] == HUAIYUAN.decide(facts, "2023-07-01")["dibao"].amount
+
+
+def test_cases_decide_refuses_are_named_by_position_or_collected() -> None:
+    """A product whose rounding needs more than 34 digits, a whole number beyond 64 bits: decide
+    refuses the case; decide_batch names it (or, given ``errors``, collects it and goes on)."""
+    from tests.helpers import engine_for
+
+    engine = engine_for(_WIDE)
+    cases = [{"a": "1", "b": "2", "n": 3}, {"a": "99999999999999999", "b": "99999999999999999", "n": 1},
+             {"a": "1", "b": "1", "n": 10 ** 13}]
+    for facts, message in zip(cases[1:], ["needs more than 34 digits", "d.w is a whole number beyond"]):
+        with pytest.raises(FactsError, match=message):
+            engine.decide(facts, "2023-07-01")
+    with pytest.raises(FactsError) as caught:
+        decide_batch(engine, cases, "2023-07-01")
+    assert [d.path for d in caught.value.diagnostics] == ["[1]", "[2]"]
+    errors: list[tuple[int, FactsError]] = []
+    batch = decide_batch(engine, cases, "2023-07-01", errors=errors)
+    assert [i for i, _ in errors] == [1, 2]
+    assert batch["d.status"].to_list() == ["decided", None, None] and batch["d.w"].to_list() == [27, None, None]
+
+
+def test_screen_reports_a_case_decide_refuses_and_decides_the_rest(tmp_path: Path) -> None:
+    import json
+
+    from policy_engine import population as P
+    from tests.helpers import engine_for
+
+    engine = engine_for(_WIDE)
+    rows = [{"household_id": "A", "a": "1", "b": "2", "n": 3},
+            {"household_id": "B", "a": "99999999999999999", "b": "99999999999999999", "n": 1},
+            {"household_id": "C", "a": "2", "b": "2", "n": 2}]
+    (tmp_path / "h.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    result = P.screen(engine, tmp_path / "h.jsonl", tmp_path / "o.parquet", "2023-07-01")
+    assert [(e.row, e.household_id) for e in result.errors] == [(2, "B")]
+    assert "needs more than 34 digits" in result.errors[0].message
+    assert result.households == 2
+    assert pl.read_parquet(tmp_path / "o.parquet")["household_id"].to_list() == ["A", "C"]

@@ -12,7 +12,7 @@ from . import ir
 from .compile import compile_or_raise
 from .diagnostics import Diagnostic, FactsError, make
 from .evaluate import Backend, Case, NotInForce, Unknown
-from .intake import as_date, facts_reader, too_many_digits
+from .intake import INTEGER_LIMIT, as_date, facts_reader, too_many_digits
 
 Level = Literal["summary", "fails", "full"]
 Lang = Literal["zh", "en"]
@@ -153,6 +153,10 @@ class Engine:
         }
         for decision in policy.decisions:
             self._by_entity.setdefault(decision.entity, []).append(decision)
+        #: decision id -> its whole-number outputs, which must fit 64 bits as facts do
+        self._integer_outputs: dict[str, tuple[str, ...]] = {
+            d.id: tuple(o.short for o in d.outputs if o.type == "integer")
+            for d in policy.decisions if any(o.type == "integer" for o in d.outputs)}
         #: day -> the package version in force (a pure function of the immutable policy)
         self._versions: dict[dt.date, ir.Version | None] = {}
         #: entity -> `intake.read_facts` for this policy's inputs and that entity
@@ -253,6 +257,14 @@ class Engine:
                         "PE401", "a computation with these facts needs more than 34 digits", path="")]) from None
             # final now: a runner returns at once for a decision that has an outcome
             status, outputs, detail, cites = case_outcomes[node_id]
+            whole = self._integer_outputs.get(node_id)
+            if whole is not None and status == "decided":
+                for short in whole:
+                    value = outputs.get(short)
+                    if type(value) is int and not -INTEGER_LIMIT <= value <= INTEGER_LIMIT:
+                        raise FactsError([make("PE401", f"with these facts {node_id}.{short} is a whole number "
+                                                        f"beyond ±{INTEGER_LIMIT:,}, which no output holds",
+                                               path="")])
             # `outputs` is this case's own dict (made by the runner, or a fresh `{}`): no copy
             rows = case_fired.get(node_id)
             fired = self._fired_rows(node_id, rows) if rows is not None else ()

@@ -1166,9 +1166,15 @@ def screen(engine: Any, input_path: str | os.PathLike[str], out: str | os.PathLi
             if out_kind == "jsonl" else None
         parts: list[str] = []
         for population, ids, rows in _prefetched(_chunks(input_path, engine, chunk_size, result.errors)):
-            decided = decide_batch(engine, population, as_of, decisions=decisions)
+            refused: list[tuple[int, FactsError]] = []  # well formed, but decide refuses them
+            decided = decide_batch(engine, population, as_of, decisions=decisions, errors=refused)
             table = pl.concat([pl.DataFrame([ids.alias(ID_COLUMN), rows.alias(ROW_COLUMN)]), decided],
                               how="horizontal")
+            if refused:  # e.g. a computation beyond 34 digits: that row's error, the others go on
+                for i, exc in sorted(refused, key=lambda r: r[0]):
+                    result.errors.extend(_errors_of(int(rows[i]), ids[i], exc))
+                gone = pl.Series([i for i, _ in refused], dtype=pl.Int64)
+                table = table.filter(pl.int_range(pl.len(), dtype=pl.Int64).is_in(gone.implode()).not_())
             result.households += table.height
             result.fallback_rows += int(table["_fallback"].sum())
             for column in table.columns:

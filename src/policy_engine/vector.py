@@ -56,6 +56,10 @@ MAX_SCALE = 24
 #: value, and the sum or difference of two, still fit in Int64, so those never wrap.
 NARROW = 2 ** 61
 STATUS = ("decided", "needs_information", "not_in_force")
+#: the scalar path computes in 34 significant digits (FEEL's decimal128) and rounds beyond them,
+#: where a fixed-point column is exact: a sum, difference or product that may reach this many
+#: units of its scale sends its row to the scalar path (``_beyond_context``), so both agree
+CONTEXT_LIMIT = 10 ** CONTEXT.prec
 
 __all__ = ["Split", "decide_batch", "facts_to_population", "unsupported"]
 
@@ -132,6 +136,16 @@ def _column_bounds(series: pl.Series) -> tuple[int, int] | None:
     if lo is None or hi is None:
         return (0, 0)
     return int(lo), int(hi)  # type: ignore[arg-type]
+
+
+def _beyond_context(val: pl.Expr, bounds: tuple[int, int] | None) -> pl.Expr | None:
+    """Where a fixed-point result holds ``CONTEXT_LIMIT`` units of its scale or more, so that the
+    scalar path, whose operands' exponents are at least minus this scale, may round it (None when
+    its bounds prove it never does, the common case)."""
+    if bounds is not None and -CONTEXT_LIMIT < bounds[0] and bounds[1] < CONTEXT_LIMIT:
+        return None
+    wide = val.cast(I128)
+    return ((wide >= _lit_int(CONTEXT_LIMIT)) | (wide <= _lit_int(-CONTEXT_LIMIT))).fill_null(False)
 
 
 def _or(*parts: pl.Expr | None) -> pl.Expr | None:
@@ -339,18 +353,22 @@ class Scope:
         return out, _or(a.unk, b.unk), _or(a.fb, b.fb)
 
     def round_to(self, v: V, k: int, mode: str) -> V:
-        """``v`` rounded to ``k`` decimals as the scalar ``quantize`` does (exactly, for quotients)."""
+        """``v`` rounded to ``k`` decimals as the scalar ``quantize`` does (exactly, for quotients).
+        A result of more than 34 digits, which ``quantize`` refuses, sends its row to the scalar
+        path (where ``decide`` reports it)."""
         if v.div is None:
             limits = v.bounds
             if limits is not None:
                 lo, hi = limits
                 limits = ((lo // 10 ** (v.scale - k) - 1, hi // 10 ** (v.scale - k) + 1) if v.scale > k
                           else (lo * 10 ** (k - v.scale), hi * 10 ** (k - v.scale)))
-            return _with_bounds(replace(v, val=_round_fixed(v.val, v.scale, k, mode, v.bounds), scale=max(k, 0)),
+            val = _round_fixed(v.val, v.scale, k, mode, v.bounds)
+            return _with_bounds(replace(v, val=val, scale=max(k, 0), fb=_or(v.fb, _beyond_context(val, limits))),
                                 limits)
         a, b = (self.settle(x) for x in v.div)
         val, fb, bounds = _divide_rounded(a, b, k, mode)
-        return _with_bounds(V("num", val, _or(a.unk, b.unk), _or(a.fb, b.fb, fb), max(k, 0)), bounds)
+        return _with_bounds(V("num", val, _or(a.unk, b.unk), _or(a.fb, b.fb, fb, _beyond_context(val, bounds)),
+                              max(k, 0)), bounds)
 
 
 #: guard digits kept below the rounding position when a quotient is rounded
@@ -1101,7 +1119,8 @@ class Batch:
                 (ab[0] + bb[0], ab[1] + bb[1]) if op == "+" else (ab[0] - bb[1], ab[1] - bb[0]))
             if not _narrow(bounds):  # x and y may be narrow while their sum is not
                 x, y = x.cast(I128), y.cast(I128)
-            return _with_bounds(V("num", x + y if op == "+" else x - y, unk, fb, scale), bounds)
+            val = x + y if op == "+" else x - y
+            return _with_bounds(V("num", val, unk, _or(fb, _beyond_context(val, bounds)), scale), bounds)
         if op == "*":
             scale = a.scale + b.scale
             if scale > MAX_SCALE:
@@ -1111,12 +1130,12 @@ class Batch:
                 corners = [x * y for x in ab for y in bb]  # the operands are known to be small enough
                 product = (min(corners), max(corners))
                 x, y = (a.val, b.val) if _narrow(product) else (_wide(a), _wide(b))
-                return _with_bounds(V("num", x * y, unk, fb, scale), product)
+                return _with_bounds(V("num", x * y, unk, _or(fb, _beyond_context(x * y, product)), scale), product)
             # Int128 products wrap silently: a row whose operands are too large goes to the scalar path
             big = _lit_int(10 ** 18)
             x, y = _wide(a), _wide(b)
             huge = ((x > big) | (x < _lit_int(0) - big) | (y > big) | (y < _lit_int(0) - big)).fill_null(False)
-            return V("num", x * y, unk, _or(fb, huge), scale)
+            return V("num", x * y, unk, _or(fb, huge, _beyond_context(x * y, None)), scale)
         if op in ("//", "%"):
             scale = max(a.scale, b.scale)
             x, y = _rescale(a, scale).cast(I128), _rescale(b, scale).cast(I128)
@@ -1135,7 +1154,13 @@ class Batch:
             val = _lit_int(1)
             for _ in range(n):
                 val = val * _wide(a)
-            return V("num", val, unk, fb, scale)
+            # a base beyond 37 / n digits would wrap Int128 (the scalar power is exact for whole
+            # numbers): its row goes to the scalar path, as does a power the scalar path rounds
+            wraps: pl.Expr | None = None
+            if n:
+                limit = _lit_int(10 ** (37 // n))
+                wraps = ((_wide(a) > limit) | (_wide(a) < _lit_int(0) - limit)).fill_null(False)
+            return V("num", val, unk, _or(fb, wraps, _beyond_context(val, None)), scale)
         raise Unsupported(f"operator {op}")
 
     def call(self, e: ir.Call, scope: Scope) -> V:
@@ -1223,6 +1248,8 @@ class Batch:
         name = m.fresh("agg")
         cols: dict[str, pl.Expr] = {}
         fbs = _or(where.fb if where else None, body.fb if body else None)
+        if fn == "sum" and body is not None:
+            fbs = _or(fbs, self._partial_sums_beyond_context(body))
         if where is not None:
             wu = where.unk if where.unk is not None else pl.lit(False)
             wtrue = where.val.fill_null(False) & wu.not_()
@@ -1287,6 +1314,22 @@ class Batch:
             return _with_bounds(V(rkind, pl.col(f"v:{name}"), unk, fb, scale), bounds)
         result = pl.when(no_members).then(_null_of(rkind)).otherwise(pl.col(f"v:{name}"))
         return _with_bounds(V(rkind, result, _or(unk, no_members), fb, scale), bounds)
+
+    def _partial_sums_beyond_context(self, body: V) -> pl.Expr | None:
+        """A member mask whose households' sums the scalar path may round: it adds members one by
+        one in 34 digits, so every partial sum must stay below ``CONTEXT_LIMIT``. With at most
+        ``k`` members a household, members below ``CONTEXT_LIMIT / k`` guarantee it (None when
+        the body's bounds prove every member is)."""
+        assert self.m is not None
+        segments = self.segments()
+        counts = segments[2] if segments is not None else self.m.df["_hh"].unique_counts()
+        most = int(counts.max() or 1)  # type: ignore[arg-type]
+        limit = CONTEXT_LIMIT // max(most, 1)
+        b = body.bounds
+        if b is not None and -limit < b[0] and b[1] < limit:
+            return None
+        wide = body.val.cast(I128)
+        return ((wide >= _lit_int(limit)) | (wide <= _lit_int(-limit))).fill_null(False)
 
     def segments(self) -> tuple[pl.Series, pl.Series, pl.Series] | None:
         """(start, end, count) of each household's members in the members table, which lists
@@ -1678,7 +1721,8 @@ def unsupported(engine: Any, as_of: dt.date | str, entity: str = "household") ->
 
 
 def decide_batch(engine: Any, population: pl.DataFrame | Split | Sequence[Any], as_of: dt.date | str,
-                 decisions: list[str] | None = None, entity: str = "household") -> pl.DataFrame:
+                 decisions: list[str] | None = None, entity: str = "household",
+                 errors: list[tuple[int, FactsError]] | None = None) -> pl.DataFrame:
     """Decide every case of ``population`` at once; equal to ``engine.decide`` case by case.
 
     ``population`` is a polars DataFrame in the layout of docs/population.md, or a list of facts
@@ -1686,6 +1730,11 @@ def decide_batch(engine: Any, population: pl.DataFrame | Split | Sequence[Any], 
     ``<id>.status``, ``<id>.<output>`` for every output, ``<id>.fired_rows`` (the ids of the rows
     that fired in the decision's table), and ``_fallback``: True where the row was decided by the
     scalar path (see ``unsupported`` for decisions that are never vectorised).
+
+    A case ``decide`` refuses although its facts are well formed (a computation beyond 34 digits,
+    a whole number beyond 64 bits) raises ``FactsError`` naming its position; with ``errors``,
+    each such case is appended there as (position, error) instead, its row left null, and the
+    other rows are decided.
     """
     day = as_date(as_of)
     facts_list = None
@@ -1693,11 +1742,19 @@ def decide_batch(engine: Any, population: pl.DataFrame | Split | Sequence[Any], 
     if not isinstance(population, (pl.DataFrame, Split)):
         facts_list = list(population)
         population, scalar = _facts_population(engine, facts_list, entity)
-    return _run(engine, population, day, entity, decisions, {}, facts_list, scalar)
+    refused: list[tuple[int, FactsError]] = []
+    result = _run(engine, population, day, entity, decisions, {}, facts_list, scalar, refused)
+    if refused and errors is None:
+        raise FactsError([make(d.code, f"[{i}] {d.message}", path=f"[{i}]" + (f".{d.path}" if d.path else ""),
+                               hint=d.hint) for i, exc in refused for d in exc.diagnostics])
+    if errors is not None:
+        errors.extend(refused)
+    return result
 
 
 def _run(engine: Any, population: pl.DataFrame | Split, day: dt.date, entity: str, decisions: list[str] | None,
-         reasons: dict[str, str], facts_list: list[Any] | None = None, scalar: Sequence[int] = ()) -> pl.DataFrame:
+         reasons: dict[str, str], facts_list: list[Any] | None = None, scalar: Sequence[int] = (),
+         refused: list[tuple[int, FactsError]] | None = None) -> pl.DataFrame:
     """``decide_batch``; the cases at positions ``scalar`` (whose facts the population could not
     hold: they are in ``facts_list``) are decided by the scalar path."""
     policy: ir.CompiledPolicy = engine.policy
@@ -1722,7 +1779,7 @@ def _run(engine: Any, population: pl.DataFrame | Split, day: dt.date, entity: st
             batch.in_progress.discard(node.id)
             fallback = fallback | True
             per_decision[node.id] = pl.repeat(True, n, dtype=pl.Boolean, eager=True)
-            outs = [(o.short, _kind(o.type), 0) for o in node.outputs]
+            outs = [(o.short, _out_kind(o), 0) for o in node.outputs]
             columns.append(pl.repeat(None, n, dtype=pl.String, eager=True).alias(f"{node.id}.status"))
             for short, kind, _ in outs:
                 columns.append(pl.repeat(None, n, dtype=_out_dtype(kind, 0), eager=True).alias(f"{node.id}.{short}"))
@@ -1731,7 +1788,7 @@ def _run(engine: Any, population: pl.DataFrame | Split, day: dt.date, entity: st
             continue
         if status == "not_in_force":
             columns.append(pl.Series(f"{node.id}.status", ["not_in_force"] * n, dtype=pl.String))
-            outs = [(o.short, _kind(o.type), 0) for o in node.outputs]
+            outs = [(o.short, _out_kind(o), 0) for o in node.outputs]
             for short, kind, _ in outs:
                 columns.append(pl.repeat(None, n, dtype=_out_dtype(kind, 0), eager=True).alias(f"{node.id}.{short}"))
             columns.append(pl.Series(f"{node.id}.fired_rows", [[]] * n, dtype=pl.List(pl.String)))
@@ -1775,7 +1832,8 @@ def _run(engine: Any, population: pl.DataFrame | Split, day: dt.date, entity: st
         per_decision = {d: flags | forced for d, flags in per_decision.items()}
     result = pl.DataFrame(columns + [fallback.alias("_fallback")]) if columns else pl.DataFrame([fallback])
     if fallback.any():
-        result = _fallback(engine, population, day, entity, result, specs, facts_list, per_decision)
+        result = _fallback(engine, population, day, entity, result, specs, facts_list, per_decision,
+                           refused if refused is not None else [])
     return result
 
 
@@ -1793,6 +1851,13 @@ def _fired_lists(masks: pl.Series, labels: tuple[str, ...]) -> pl.Series:
     return lists.gather(index).alias(masks.name)
 
 
+def _out_kind(output: ir.OutputNode) -> str:
+    """The result column kind of an output that is not computed here (all null until the scalar
+    path fills it): whole numbers are ``Int64``, as where they are computed."""
+    kind = _kind(output.type)
+    return "int" if kind == "num" and output.type == "integer" else kind
+
+
 def _out_dtype(kind: str, scale: int) -> pl.DataType:
     return {"num": pl.Decimal(38, scale), "int": pl.Int64(), "bool": pl.Boolean(), "date": pl.Date(),
             "str": pl.String(), "list": pl.List(pl.String)}.get(kind, pl.String())
@@ -1800,8 +1865,10 @@ def _out_dtype(kind: str, scale: int) -> pl.DataType:
 
 def _fallback(engine: Any, population: pl.DataFrame | Split, day: dt.date, entity: str, result: pl.DataFrame,
               specs: list[tuple[ir.DecisionNode, list[tuple[str, str, int]]]],
-              facts_list: list[Any] | None, per_decision: dict[str, pl.Series]) -> pl.DataFrame:
-    """Decide the rows marked ``_fallback`` with the scalar path and write them into the result."""
+              facts_list: list[Any] | None, per_decision: dict[str, pl.Series],
+              refused: list[tuple[int, FactsError]]) -> pl.DataFrame:
+    """Decide the rows marked ``_fallback`` with the scalar path and write them into the result;
+    a row ``decide`` refuses is appended to ``refused`` and left null."""
     from .evaluate import Unknown
 
     index = result["_fallback"].arg_true().to_list()
@@ -1813,7 +1880,13 @@ def _fallback(engine: Any, population: pl.DataFrame | Split, day: dt.date, entit
     for k, i in enumerate(index):
         facts = facts_list[i] if facts_list is not None else _to_facts(engine.policy, rows[k], entity)  # type: ignore[index]
         needed = [node.id for node, _ in specs if flags[node.id][k]]
-        decision = engine.decide(facts, day, entity, decisions=needed, trace=False)
+        try:
+            decision = engine.decide(facts, day, entity, decisions=needed, trace=False)
+        except FactsError as exc:
+            refused.append((i, exc))
+            for values in updates.values():
+                values.append(None)
+            continue
         for node, outs in specs:
             if node.id not in needed:
                 for name in [f"{node.id}.status", f"{node.id}.fired_rows"] + [f"{node.id}.{o[0]}" for o in outs]:
