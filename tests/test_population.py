@@ -267,6 +267,33 @@ def test_an_input_layout_parquet_file_naming_other_columns_is_refused(tmp_path: 
         P.screen(shared, tmp_path / "h.parquet", tmp_path / "o.parquet", AS_OF)
 
 
+def test_a_jsonl_line_over_the_limit_is_its_rows_error_and_not_held(
+        tmp_path: Path, anhui: pe.Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    lines = [json.dumps(h) for h in P.synth_households(3, "anhui", seed=2)]
+    monkeypatch.setattr(P, "JSONL_LINE_LIMIT", max(len(lines[0]), len(lines[2])) + 1)
+    lines[1] = lines[1][:-1] + ', "note": "' + "x" * (3 << 20) + '"}'  # over the limit, read past in pieces
+    path = tmp_path / "h.jsonl"
+    path.write_text("\n".join(lines), encoding="utf-8")  # the last line without its newline: still read
+    result = P.screen(anhui, path, tmp_path / "o.parquet", AS_OF)
+    assert result.households == 2
+    assert [(e.row, e.column) for e in result.errors] == [(2, "")]
+    assert result.errors[0].message.startswith("a line longer than")
+
+
+def test_members_as_a_fixed_size_parquet_list_are_read_as_decide_reads_them(tmp_path: Path) -> None:
+    shared = pe.load(ROOT / "benchmarks" / "policies" / "shared_dibao")
+    inner = pl.Struct({"income": pl.Struct({"wages": pl.Decimal(38, 2), "other_counted": pl.Decimal(38, 2)})})
+    members = [[{"income": {"wages": Decimal(500), "other_counted": Decimal(0)}}],
+               [{"income": {"wages": Decimal(900), "other_counted": Decimal(0)}}]]
+    pl.DataFrame({"household_id": ["A", "B"], "assets": [{"deposits": Decimal(100)}, {"deposits": Decimal(5)}],
+                  "members": pl.Series(members, dtype=pl.Array(inner, 1))}).write_parquet(tmp_path / "h.parquet")
+    result = P.screen(shared, tmp_path / "h.parquet", tmp_path / "o.parquet", AS_OF)
+    assert result.errors == []
+    got = pl.read_parquet(tmp_path / "o.parquet")["dibao.amount"].to_list()
+    assert got == [shared.decide(f, AS_OF)["dibao"].amount for _, f in P.read_facts(tmp_path / "h.parquet")]
+    assert got == [Decimal("300.00"), Decimal("0.00")]
+
+
 def test_cli_exit_codes(tmp_path: Path, synth_file: Path) -> None:
     out = tmp_path / "s.jsonl"
     done = _cli("synth", "--households", "50", "--province", "hebei", "--seed", "1", "--out", str(out))
@@ -303,6 +330,18 @@ def test_cli_exit_codes(tmp_path: Path, synth_file: Path) -> None:
     done = _cli("screen", str(cut), "--policy", "policies/hebei", "--as-of", AS_OF, "--out", str(tmp_path / "c.jsonl"))
     assert done.returncode == 3 and "Traceback" not in done.stderr
     assert done.stderr.startswith(f"policy-engine: cannot read {cut}: ")
+    stray = tmp_path / "stray.parquet"  # neither layout: one line naming the column, exit 3
+    pl.DataFrame({"household_id": ["A"], "nonsense": [1]}).write_parquet(stray)
+    done = _cli("screen", str(stray), "--policy", "policies/hebei", "--as-of", AS_OF, "--out", str(tmp_path / "stray-out.jsonl"))
+    assert done.returncode == 3 and done.stderr.startswith(f"policy-engine: {stray}: column nonsense is neither")
+    done = _cli("screen", str(out), "--policy", "policies/hebei", "--as-of", AS_OF, "--out", str(out))
+    assert done.returncode == 3 and "the output file is the input file" in done.stderr
+    assert len(out.read_text(encoding="utf-8").splitlines()) == 50  # not overwritten
+    bad_roster = tmp_path / "bad-roster.csv"
+    bad_roster.write_text("household_id,benefit\nA,pension\n", encoding="utf-8")
+    done = _cli("screen", str(out), "--policy", "policies/hebei", "--as-of", AS_OF, "--out", str(tmp_path / "r.jsonl"),
+                "--roster", str(bad_roster))
+    assert done.returncode == 3 and done.stderr.startswith(f"policy-engine: cannot read roster {bad_roster}: row 1")
     assert _cli("screen", str(out), "--policy", "policies/hebei", "--as-of", AS_OF, "--out",
                 str(tmp_path / "x.jsonl"), "--decisions", "nope").returncode == 3
     assert main(["synth", "--households", "5", "--province", "mars", "--out", str(tmp_path / "m.jsonl")]) == 3

@@ -246,6 +246,8 @@ def read_chunk(policy: ir.CompiledPolicy, frame: pl.DataFrame, first_row: int,
     bad.extend(BadField(i, column, message) for i, column, message in errors)
     members = None
     lengths: pl.Series | None = None  # members per household, when they come as lists
+    if "members" in frame.columns and isinstance(frame.schema["members"], pl.Array):  # fixed size: a list too
+        frame = frame.with_columns(pl.col("members").arr.to_list())
     if "members" in frame.columns and isinstance(frame.schema["members"], pl.List):
         given = frame["members"].is_not_null()
         columns.append(pl.select(pl.when(pl.lit(given)).then(pl.lit(True))).to_series().alias("members"))

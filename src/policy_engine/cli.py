@@ -345,8 +345,10 @@ def screen(input_path: str, policy_path: str, as_of: str, out: str, decisions: s
             task = bar.add_task("screen", total=pop.count_rows(input_path) if show else None)
             result = pop.screen(engine, input_path, out, day, wanted, chunk_size,
                                 progress=lambda k: bar.advance(task, k), keep_ids=roster_entries is not None)
-    except ValueError as exc:
-        raise click.UsageError(str(exc)) from exc
+    except ValueError as exc:  # a file in neither layout: said in one line, not as a usage mistake
+        message = str(exc) if str(exc).startswith(input_path) else f"cannot read {input_path}: {exc}"
+        click.echo(f"policy-engine: {message}", err=True)
+        raise _Exit(EXIT_USAGE) from exc
     except PolicyError as exc:
         _fail_policy(exc, "text")
     except pl.exceptions.PolarsError as exc:  # a file polars cannot read at all (a broken Parquet file)

@@ -213,11 +213,24 @@ def _drop_nulls(value: Any) -> Any:
 _Raw = tuple[int, str | None, Any]  # row number, id (None: use the row number), facts or an error
 
 
+#: the longest JSON Lines line read (characters): one household, however many members, is far
+#: shorter, and reading stays within bounded memory whatever the file holds
+JSONL_LINE_LIMIT = 1 << 24
+
+
 def _jsonl_rows(path: Path) -> Iterator[_Raw]:
     # bytes that are not UTF-8 are kept as surrogate escapes, so that one such line is reported
     # (it cannot be encoded back) and the lines after it are still read
     with open(path, encoding="utf-8", errors="surrogateescape") as handle:
-        for number, line in enumerate(handle, 1):
+        number = 0
+        while line := handle.readline(JSONL_LINE_LIMIT + 1):  # a line is held whole only up to the limit
+            number += 1
+            if len(line) > JSONL_LINE_LIMIT and not line.endswith("\n"):
+                while (rest := handle.readline(1 << 20)) and not rest.endswith("\n"):
+                    pass  # the rest of the line, read past without holding it
+                yield number, None, RowError(number, "", f"a line longer than {JSONL_LINE_LIMIT:,} characters "
+                                                         "(is it one household?): not read")
+                continue
             if not line.strip():
                 continue
             try:
@@ -256,7 +269,8 @@ def _is_facts_layout(schema: pl.Schema) -> bool:
     struct column named as a ``Household`` field, or a member struct field named as a ``Member``
     one (``assets``, ``members[].income``), which the input layout never has."""
     members = schema.get("members")
-    inner = members.inner if isinstance(members, pl.List) and isinstance(members.inner, pl.Struct) else None
+    listed = isinstance(members, (pl.List, pl.Array))
+    inner = members.inner if listed and isinstance(members.inner, pl.Struct) else None  # type: ignore[union-attr]
     fields = {f.name: f.dtype for f in inner.fields} if inner is not None else {}
     if set(schema.names()) <= _HOUSEHOLD_KEYS and set(fields) <= _MEMBER_KEYS:
         return True
@@ -270,7 +284,8 @@ def _input_layout_check(path: Path, schema: pl.Schema, engine: Any) -> None:
     most likely a file in neither layout, so it is refused, naming them."""
     inputs = {n.name for n in engine.policy.inputs if n.entity == "household"} | {"household_id", "members"}
     members = schema.get("members")
-    inner = members.inner if isinstance(members, pl.List) and isinstance(members.inner, pl.Struct) else None
+    listed = isinstance(members, (pl.List, pl.Array))
+    inner = members.inner if listed and isinstance(members.inner, pl.Struct) else None  # type: ignore[union-attr]
     fields = [f.name for f in inner.fields] if inner is not None else []
     member_inputs = {n.name for n in engine.policy.inputs if n.entity == "member"}
     unknown = [n for n in schema.names() if n not in inputs] + [f"members[].{f}" for f in fields if f not in member_inputs]
@@ -1157,6 +1172,9 @@ def screen(engine: Any, input_path: str | os.PathLike[str], out: str | os.PathLi
     out_kind = format_of(out)
     if out_kind == "csv":
         raise ValueError("screen writes .parquet or .jsonl")
+    if Path(out).resolve() == Path(input_path).resolve():
+        raise ValueError(f"{os.fspath(input_path)}: the output file is the input file, which screen would "
+                         "overwrite while reading it; write the results elsewhere")
     result = ScreenResult()
     start = time.perf_counter()
     with contextlib.ExitStack() as stack:
