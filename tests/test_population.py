@@ -222,6 +222,13 @@ def test_jsonl_lines_python_cannot_hold_are_their_rows_errors(tmp_path: Path, an
     assert result.households == 2
     assert [(e.row, e.column) for e in result.errors] == [(2, ""), (3, "household_id"), (4, "members[0].member_id")]
     assert "more than 4,300 digits" in result.errors[0].message
+    twice = tmp_path / "twice.jsonl"  # json.loads keeps the last of two values silently
+    twice.write_text('{"household_id": "T", "assets": {"deposits": "1", "deposits": "999999"}}\n' + json.dumps(good[1]) + "\n",
+                     encoding="utf-8")
+    result = P.screen(anhui, twice, tmp_path / "o2.parquet", AS_OF)
+    assert result.households == 1
+    assert [(e.row, e.message) for e in result.errors] == [
+        (1, "not JSON facts: the key 'deposits' appears twice in one object (which value is meant cannot be known)")]
     assert all(e.message == NOT_UTF8 for e in result.errors[1:])
     facts = json.loads(lone_member)  # decide reads it; decide_batch decides it by the scalar path
     batch = anhui.decide_batch([facts], AS_OF)

@@ -213,6 +213,24 @@ def _drop_nulls(value: Any) -> Any:
 _Raw = tuple[int, str | None, Any]  # row number, id (None: use the row number), facts or an error
 
 
+class _DuplicateKey(ValueError):
+    def __init__(self, key: str):
+        super().__init__(key)
+        self.key = key
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object as a dict; a key given twice raises (``json`` would keep the last silently)."""
+    data = dict(pairs)
+    if len(data) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise _DuplicateKey(key)
+            seen.add(key)
+    return data
+
+
 #: the longest JSON Lines line read (characters): one household, however many members, is far
 #: shorter, and reading stays within bounded memory whatever the file holds
 JSONL_LINE_LIMIT = 1 << 24
@@ -239,7 +257,11 @@ def _jsonl_rows(path: Path) -> Iterator[_Raw]:
                 yield number, None, RowError(number, "", f"not UTF-8 text (column {exc.start + 1})")
                 continue
             try:
-                data = json.loads(line, parse_float=Decimal)
+                data = json.loads(line, parse_float=Decimal, object_pairs_hook=_unique_keys)
+            except _DuplicateKey as exc:
+                yield number, None, RowError(number, "", f"not JSON facts: the key {exc.key!r} appears twice in one "
+                                                         "object (which value is meant cannot be known)")
+                continue
             except json.JSONDecodeError as exc:
                 yield number, None, RowError(number, "", f"not JSON: {exc.msg} (column {exc.colno})")
                 continue
