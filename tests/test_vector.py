@@ -522,3 +522,40 @@ def test_screen_reports_a_case_decide_refuses_and_decides_the_rest(tmp_path: Pat
     assert "needs more than 34 digits" in result.errors[0].message
     assert result.households == 2
     assert pl.read_parquet(tmp_path / "o.parquet")["household_id"].to_list() == ["A", "C"]
+
+
+def test_batch_computed_whole_numbers_floors_and_echoed_text_follow_decide() -> None:
+    """Found by review: a whole-number output the batch path computes beyond 64 bits, a decimal
+    ``//`` or ``%`` whose 34-digit quotient floors differently, a text output echoing a lone
+    surrogate fact: each row is decided (or refused) as ``decide`` does, not crashed on."""
+    from tests.helpers import engine_for
+
+    engine = engine_for({
+        "inputs": {"i": {"path": "i", "type": "integer", "label": _L}, "a": {"path": "a", "type": "decimal", "label": _L},
+                   "b": {"path": "b", "type": "decimal", "label": _L}, "t": {"path": "t", "type": "text", "label": _L}},
+        "decisions": {"d": {"label": _L, "cite": "s §1", "outputs": {
+            "w": {"type": "integer", "label": _L, "expr": "i * i"},
+            "f": {"type": "decimal", "label": _L, "expr": "a // b"},
+            "r": {"type": "decimal", "label": _L, "expr": "a % b"},
+            "t": {"type": "text", "label": _L, "expr": "t"}}}},
+    })
+    fine = {"i": 3, "a": "7.5", "b": "2", "t": "x"}
+    cases = [fine, {**fine, "i": 9999999999},  # i * i beyond 2^63 - 1: decide refuses
+             {**fine, "a": "999999999999999998.999999999999999999", "b": "999999999999999999"},
+             {**fine, "a": _BIG, "b": "0.000000000000000001"},
+             {**fine, "t": "m\udc80"}]
+    errors: list[tuple[int, FactsError]] = []
+    batch = decide_batch(engine, cases, "2023-07-01", errors=errors)
+    assert [i for i, _ in errors] == [1, 4]
+    assert "beyond ±9,223,372,036,854,775,807" in str(errors[0][1]) and "not UTF-8" in str(errors[1][1])
+    with pytest.raises(FactsError, match=r"beyond ±9,223,372,036,854,775,807"):
+        engine.decide(cases[1], "2023-07-01")
+    for k in (0, 2, 3):
+        want = engine.decide(cases[k], "2023-07-01")["d"]
+        row = batch.row(k, named=True)
+        assert (row["d.w"], row["d.f"], row["d.r"], row["d.t"]) == (want.w, want.f, want.r, want.t), k
+    assert batch["_fallback"].to_list()[:4] == [False, True, True, True]
+    # a malformed case of a list is named by its position, as a row of a frame is
+    with pytest.raises(FactsError) as caught:
+        decide_batch(engine, [fine, {**fine, "i": "x"}, {**fine, "a": "y"}], "2023-07-01")
+    assert [d.path for d in caught.value.diagnostics] == ["[1].i", "[2].a"]

@@ -302,9 +302,9 @@ def _is_facts_layout(schema: pl.Schema) -> bool:
 
 def _input_layout_check(path: Path, schema: pl.Schema, engine: Any) -> None:
     """A Parquet file read as the input layout names only the policy's inputs (and
-    ``household_id``, ``members``): any other column would be dropped without a word, and is
+    ``household_id``, ``row``, ``members``, as ``read_batches`` gives them): any other column would be dropped without a word, and is
     most likely a file in neither layout, so it is refused, naming them."""
-    inputs = {n.name for n in engine.policy.inputs if n.entity == "household"} | {"household_id", "members"}
+    inputs = {n.name for n in engine.policy.inputs if n.entity == "household"} | {ID_COLUMN, ROW_COLUMN, "members"}
     members = schema.get("members")
     listed = isinstance(members, (pl.List, pl.Array))
     inner = members.inner if listed and isinstance(members.inner, pl.Struct) else None  # type: ignore[union-attr]

@@ -45,7 +45,7 @@ import polars as pl
 from . import ir
 from .diagnostics import Diagnostic, FactsError, make
 from .evaluate import CONTEXT
-from .intake import _SIGNED_MONEY, as_date, read_facts
+from .intake import _SIGNED_MONEY, INTEGER_LIMIT, NOT_UTF8, as_date, read_facts, utf8
 
 I128 = pl.Int128
 I64 = pl.Int64
@@ -138,14 +138,14 @@ def _column_bounds(series: pl.Series) -> tuple[int, int] | None:
     return int(lo), int(hi)  # type: ignore[arg-type]
 
 
-def _beyond_context(val: pl.Expr, bounds: tuple[int, int] | None) -> pl.Expr | None:
-    """Where a fixed-point result holds ``CONTEXT_LIMIT`` units of its scale or more, so that the
-    scalar path, whose operands' exponents are at least minus this scale, may round it (None when
-    its bounds prove it never does, the common case)."""
-    if bounds is not None and -CONTEXT_LIMIT < bounds[0] and bounds[1] < CONTEXT_LIMIT:
+def _beyond_context(val: pl.Expr, bounds: tuple[int, int] | None, limit: int = CONTEXT_LIMIT) -> pl.Expr | None:
+    """Where a fixed-point result holds ``limit`` (``CONTEXT_LIMIT``) units of its scale or more, so
+    that the scalar path, whose operands' exponents are at least minus this scale, may round it
+    (None when its bounds prove it never does, the common case)."""
+    if bounds is not None and -limit < bounds[0] and bounds[1] < limit:
         return None
     wide = val.cast(I128)
-    return ((wide >= _lit_int(CONTEXT_LIMIT)) | (wide <= _lit_int(-CONTEXT_LIMIT))).fill_null(False)
+    return ((wide >= _lit_int(limit)) | (wide <= _lit_int(-limit))).fill_null(False)
 
 
 def _or(*parts: pl.Expr | None) -> pl.Expr | None:
@@ -366,9 +366,8 @@ class Scope:
             return _with_bounds(replace(v, val=val, scale=max(k, 0), fb=_or(v.fb, _beyond_context(val, limits))),
                                 limits)
         a, b = (self.settle(x) for x in v.div)
-        val, fb, bounds = _divide_rounded(a, b, k, mode)
-        return _with_bounds(V("num", val, _or(a.unk, b.unk), _or(a.fb, b.fb, fb, _beyond_context(val, bounds)),
-                              max(k, 0)), bounds)
+        val, fb, bounds = _divide_rounded(a, b, k, mode)  # its fallback covers quotients of 32 digits or more
+        return _with_bounds(V("num", val, _or(a.unk, b.unk), _or(a.fb, b.fb, fb), max(k, 0)), bounds)
 
 
 #: guard digits kept below the rounding position when a quotient is rounded
@@ -1139,6 +1138,11 @@ class Batch:
         if op in ("//", "%"):
             scale = max(a.scale, b.scale)
             x, y = _rescale(a, scale).cast(I128), _rescale(b, scale).cast(I128)
+            # the scalar path floors its 34-digit quotient: the same floor while both operands stay
+            # below 10^33 units (the quotient is then at least 1/|y| from the next whole number)
+            near = CONTEXT_LIMIT // 10
+            fb = _or(fb, *(_beyond_context(v, bounds, near) for v, bounds in
+                           ((x, _scaled_bounds(a, scale)), (y, _scaled_bounds(b, scale)))))
             zero = y == 0
             if op == "//":
                 q = x // y  # floor division for integers and decimals alike, as in the scalar path
@@ -1321,11 +1325,14 @@ class Batch:
         ``k`` members a household, members below ``CONTEXT_LIMIT / k`` guarantee it (None when
         the body's bounds prove every member is)."""
         assert self.m is not None
+        b = body.bounds
+        everyone = CONTEXT_LIMIT // max(self.m.df.height, 1)  # no household has more members than this
+        if b is not None and -everyone < b[0] and b[1] < everyone:
+            return None
         segments = self.segments()
         counts = segments[2] if segments is not None else self.m.df["_hh"].unique_counts()
         most = int(counts.max() or 1)  # type: ignore[arg-type]
         limit = CONTEXT_LIMIT // max(most, 1)
-        b = body.bounds
         if b is not None and -limit < b[0] and b[1] < limit:
             return None
         wide = body.val.cast(I128)
@@ -1475,7 +1482,15 @@ def _facts_population(engine: Any, facts: Sequence[Any], entity: str) -> tuple[p
     from .intake import beyond_digits, beyond_utf8
 
     policy: ir.CompiledPolicy = engine.policy
-    read = [read_facts(policy.inputs, f, entity) for f in facts]
+    read = []
+    bad: list[Diagnostic] = []  # every malformed case, by position
+    for i, f in enumerate(facts):
+        try:
+            read.append(read_facts(policy.inputs, f, entity))
+        except FactsError as exc:
+            bad.extend(_at(i, exc))
+    if bad:
+        raise FactsError(bad)
     too_long: list[int] = []
     for i, (values, members) in enumerate(read):
         # decimals beyond the digits a column holds, text with a lone surrogate (which no column holds)
@@ -1745,11 +1760,16 @@ def decide_batch(engine: Any, population: pl.DataFrame | Split | Sequence[Any], 
     refused: list[tuple[int, FactsError]] = []
     result = _run(engine, population, day, entity, decisions, {}, facts_list, scalar, refused)
     if refused and errors is None:
-        raise FactsError([make(d.code, f"[{i}] {d.message}", path=f"[{i}]" + (f".{d.path}" if d.path else ""),
-                               hint=d.hint) for i, exc in refused for d in exc.diagnostics])
+        raise FactsError([d for i, exc in refused for d in _at(i, exc)])
     if errors is not None:
         errors.extend(refused)
     return result
+
+
+def _at(i: int, exc: FactsError) -> list[Diagnostic]:
+    """``exc``'s diagnostics as those of case ``i`` of a batch (``[i] ...``, path ``[i].path``)."""
+    return [make(d.code, f"[{i}] {d.message}", path=f"[{i}]" + (f".{d.path}" if d.path else ""), hint=d.hint)
+            for d in exc.diagnostics]
 
 
 def _run(engine: Any, population: pl.DataFrame | Split, day: dt.date, entity: str, decisions: list[str] | None,
@@ -1801,6 +1821,12 @@ def _run(engine: Any, population: pl.DataFrame | Split, day: dt.date, entity: st
         for output in node.outputs:
             v = values[output.short]
             kind = v.kind if v.kind != "null" else _kind(output.type)
+            if kind == "num" and output.type == "integer":  # beyond 64 bits: decide refuses the case
+                limit = INTEGER_LIMIT * 10 ** v.scale
+                b = v.bounds
+                if b is None or b[0] < -limit or b[1] > limit:
+                    wide = v.val.cast(I128)
+                    v = replace(v, fb=_or(v.fb, ((wide > _lit_int(limit)) | (wide < _lit_int(-limit))).fill_null(False)))
             val = pl.when(v.unk).then(None).otherwise(v.val) if v.unk is not None else v.val
             if v.fb is not None:  # the scalar path decides these rows: their value here may not even fit
                 val = pl.when(v.fb.fill_null(True)).then(None).otherwise(val)
@@ -1882,6 +1908,11 @@ def _fallback(engine: Any, population: pl.DataFrame | Split, day: dt.date, entit
         needed = [node.id for node, _ in specs if flags[node.id][k]]
         try:
             decision = engine.decide(facts, day, entity, decisions=needed, trace=False)
+            for did in needed:  # text a column cannot hold (a lone surrogate fact, echoed)
+                for short, value in decision[did].outputs.items():
+                    parts = (value,) if isinstance(value, str) else value if isinstance(value, tuple) else ()
+                    if not all(utf8(p) for p in parts if isinstance(p, str)):
+                        raise FactsError([make("PE401", f"{did}.{short}: {NOT_UTF8}", path=f"{did}.{short}")])
         except FactsError as exc:
             refused.append((i, exc))
             for values in updates.values():
