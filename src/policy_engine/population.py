@@ -383,18 +383,16 @@ def _csv_members(rows: Iterable[dict[str, Any]]) -> dict[str, list[_Member]]:
 
 
 def _csv_household(number: int, row: dict[str, Any], members: dict[str, list[_Member]] | None,
-                   joined: dict[str, int] | None = None) -> _Raw:
+                   first_of: dict[str, int] | None = None) -> _Raw:
     """One household-table row (cells as text) as facts, with its members when there is a members
     table; or the error of its first cell that is not UTF-8 or that clashes (``_csv_facts``), or
-    of its first member that cannot be read. ``joined``: the row that took each household id's
-    members so far; a second row with the same id is refused (whose members they are cannot be
-    known), and the ids never taken are reported at the end (``_unjoined``)."""
+    of its first member that cannot be read. ``first_of``: for a household id with members on
+    more than one row, the first of those rows (``_csv_takers``), the only one given them: the
+    others are refused (whose members they are cannot be known)."""
     hid = row.get("household_id") or None
-    if joined is not None and members is not None and hid is not None and hid in members:
-        if hid in joined:
-            return number, hid, RowError(number, ID_COLUMN, f"{hid} is also the household id of row {joined[hid]}, "
-                                         "which was given its members: whose members they are cannot be known", hid)
-        joined[hid] = number
+    if first_of and hid in first_of and first_of[hid] != number:
+        return number, hid, RowError(number, ID_COLUMN, f"{hid} is also the household id of row {first_of[hid]}, "
+                                     "which was given its members: whose members they are cannot be known", hid)
     bad = _not_utf8(row)
     if bad is not None:
         return number, None, RowError(number, bad, "not UTF-8 text", hid if bad != "household_id" else None)
@@ -478,15 +476,25 @@ def _csv_rows(path: Path) -> Iterator[_Raw]:
         if members is not None and "household_id" not in _csv_header(path):
             yield 0, None, RowError(0, "", _NO_JOIN.format(table=path.name, members=mpath.name))
             members = None
-    joined: dict[str, int] = {}
+    first_of: dict[str, int] = {}  # household id given members on several rows -> the first
+    taken: dict[str, int] = {}  # household id given members -> its first row
+    if members:  # which rows take which members: a first pass over the ids only
+        with open(path, encoding="utf-8", errors="surrogateescape", newline="") as handle:
+            for number, row in _csv_records(handle):
+                hid = None if isinstance(row, str) else row.get("household_id") or None
+                if hid is not None and hid in members:
+                    if hid in taken:
+                        first_of.setdefault(hid, taken[hid])
+                    else:
+                        taken[hid] = number
     with open(path, encoding="utf-8", errors="surrogateescape", newline="") as handle:
         for number, row in _csv_records(handle):
             if isinstance(row, str):  # (number 0: the header, and nothing after it can be read)
                 yield number, None, RowError(number, "", row)
             else:
-                yield _csv_household(number, row, members, joined)
+                yield _csv_household(number, row, members, first_of)
     if members:
-        yield from ((0, None, e) for e in _unjoined(members, joined, mpath, path))
+        yield from ((0, None, e) for e in _unjoined([hid for hid in members if hid not in taken], mpath, path))
 
 
 #: a household table without ids beside a members table
@@ -503,10 +511,10 @@ def _csv_header(path: Path) -> list[str]:
             return []
 
 
-def _unjoined(members: Iterable[str], joined: dict[str, int], mpath: Path, path: Path) -> list[RowError]:
-    """The members-table household ids no household row took: their members are not read, and
-    said so (row 0), not dropped without a word (an id typed differently in the two tables)."""
-    left = [hid for hid in members if hid not in joined]
+def _unjoined(left: list[str], mpath: Path, path: Path) -> list[RowError]:
+    """The members-table household ids no household row took (``left``): their members are not
+    read, and said so (row 0), not dropped without a word (an id typed differently in the two
+    tables)."""
     if not left:
         return []
     shown = ", ".join(repr(h) for h in left[:5]) + (f" and {len(left) - 5:,} more" if len(left) > 5 else "")
@@ -674,34 +682,38 @@ def _csv_chunks_of(path: Path, engine: Any, chunk_size: int, errors: list[RowErr
     from .batch_intake import read_chunk
 
     by_household: dict[str, list[_Member]] | None = None  # for chunks read row by row
-    joined: dict[str, int] = {}  # household id with members -> the row that took them (as _csv_rows)
-    listed = members["household_id"].implode() if members is not None else None
+    first_of: dict[str, int] = {}  # household id given members on several rows -> the first (as _csv_rows)
+    left: list[str] = []  # members-table ids no row has
+    cells_of = pl.scan_csv(path, infer_schema=False, truncate_ragged_lines=True)
+    if members is not None and members.height:  # one pass over the ids: which rows take which members
+        listed = members["household_id"]
+        taking = (cells_of.select(ID_COLUMN).with_row_index("_row", offset=1)
+                  .filter(pl.col(ID_COLUMN).is_in(listed.implode())).collect())
+        repeated = taking.filter(pl.col(ID_COLUMN).is_duplicated())
+        first_of = dict(repeated.group_by(ID_COLUMN, maintain_order=True).agg(pl.col("_row").min()).iter_rows())
+        left = listed.filter(listed.is_in(taking[ID_COLUMN].implode()).not_()).to_list()
+    again = pl.Series(list(first_of), dtype=pl.String).implode()
     first = 1
     # cells beyond the header are ignored, as csv.DictReader files them under None
-    cells_of = pl.scan_csv(path, infer_schema=False, truncate_ragged_lines=True)
     for cells in cells_of.collect_batches(chunk_size=chunk_size):
         frame, odd = _csv_structs(cells, _CSV_HOUSEHOLD, wanted)
         if odd_households is not None and "household_id" in cells.columns:
             odd = cells["household_id"].is_in(odd_households.implode()) | (odd if odd is not None else False)
-        taking = None
-        if listed is not None and "household_id" in cells.columns:
-            ids = cells["household_id"]
-            taking = ids.is_in(listed).fill_null(False)  # the rows given members
-            # an id given members twice (in this chunk, or before it): row by row, which refuses it
-            again = taking & (ids.is_duplicated() | ids.is_in(pl.Series(list(joined), dtype=pl.String).implode()))
-            if again.any():
-                odd = again | (odd if odd is not None else False)
+        if first_of and "household_id" in cells.columns:
+            # a row with a repeated id other than its first: this chunk row by row, which refuses it
+            hits = cells["household_id"].is_in(again)
+            for k, hid in zip(hits.arg_true().to_list(), cells["household_id"].filter(hits).to_list()):
+                if first_of[hid] != first + k:
+                    odd = hits if odd is None else odd | hits
+                    break
         if odd is not None and odd.any():  # this chunk row by row, as _csv_rows reads it
             if raw_members is not None and by_household is None:
                 by_household = _csv_members(raw_members.iter_rows(named=True))
-            raw = [_csv_household(number, row, by_household, joined)
+            raw = [_csv_household(number, row, by_household, first_of)
                    for number, row in enumerate(cells.iter_rows(named=True), first)]
             yield from _read_rows(iter(raw), engine, max(len(raw), 1), errors)
             first += cells.height
             continue
-        if taking is not None:
-            for number, hid in zip(taking.arg_true().to_list(), cells["household_id"].filter(taking).to_list()):
-                joined[hid] = first + number
         if members is not None:
             dtype = members.schema["members"]
             if "household_id" in frame.columns:
@@ -714,8 +726,7 @@ def _csv_chunks_of(path: Path, engine: Any, chunk_size: int, errors: list[RowErr
         first += cells.height
         if chunk.population.height:  # as the row-by-row reading, which has nothing to give then
             yield chunk.population, chunk.ids, chunk.rows
-    if members is not None and members.height:
-        errors.extend(_unjoined(members["household_id"].to_list(), joined, members_path(path), path))
+    errors.extend(_unjoined(left, members_path(path), path))
 
 
 def _report(chunk: Any, frame: pl.DataFrame, first: int, errors: list[RowError]) -> None:
