@@ -178,13 +178,20 @@ def test_roster_categories(tmp_path: Path, anhui: pe.Engine) -> None:
     (b"household_id\nA\n" + b"x" * 200_000 + b"\n", "row 2: not CSV: a cell longer than 131,072 characters"),
     (b'household_id,benefit\n"A,dibao\nB,dibao\n', "row 1: not CSV: a quote opened in this record is never closed"),
     (b"household_id,benefit\nA,Dibao\nB,pension\n", "row 2: benefit 'pension' is not one of dibao, 低保, tekun, 特困"),
-    (b"household_id,household_id\nA,B\n", "the header names household_id twice"),
+    (b"household_id,household_id\nA,B\n", "the header is household_id, household_id: a roster has the columns"),
+    (b"household_id, benefit\nA, tekun\n", None),  # spaces around names and cells: read
+    (b"household_id\nA,tekun\n", "row 1: 2 cells under a header of 1"),
+    (b"household_id;benefit\nA;tekun\n", "the header is household_id;benefit: a roster has the columns"),
+    (b"household_id,benefit,note\nA,tekun,x\n", "the header is household_id, benefit, note"),
 ])
 def test_a_roster_line_that_cannot_be_read_for_sure_is_refused_with_its_line(
-        tmp_path: Path, content: bytes, message: str) -> None:
+        tmp_path: Path, content: bytes, message: str | None) -> None:
     """A roster decides who is reported as 应享未享 or 违规享受: a line is not skipped or guessed."""
     path = tmp_path / "roster.csv"
     path.write_bytes(content)
+    if message is None:
+        assert P.read_roster(path) == [("A", "tekun")]
+        return
     with pytest.raises(P.RosterError, match=message.replace("(", r"\(")):
         P.read_roster(path)
 
@@ -194,7 +201,7 @@ def test_roster_benefits_in_any_case_comments_and_malformed_rows(tmp_path: Path,
     path.write_text("household_id,benefit\nA,Dibao\nB,TEKUN\nC,\nD, 低保 \n", encoding="utf-8")
     assert P.read_roster(path) == [("A", "dibao"), ("B", "tekun"), ("C", "dibao"), ("D", "dibao")]
     plain = tmp_path / "roster.txt"
-    plain.write_text("# recipients, 2023-07\nA # moved in May\n  # B left\n\nC\n", encoding="utf-8")
+    plain.write_text("# recipients, 2023-07\nA # moved in May\n  # B left\n\nC\t# by tab\n", encoding="utf-8")
     assert P.read_roster(plain) == [("A", "dibao"), ("C", "dibao")]
     households = [h for h in P.synth_households(3, "anhui", seed=5)]
     households[1]["area_type"] = "suburb"  # malformed: refused, not "absent from the file"
@@ -265,6 +272,15 @@ def test_input_layout_members_that_are_not_mappings_are_refused_not_crashed_on(
         tmp_path / "h.parquet")
     result = P.screen(shared, tmp_path / "h.parquet", tmp_path / "o.parquet", AS_OF)
     assert [str(e) for e in result.errors] == [error] and result.households == 0
+
+
+def test_read_batches_output_written_to_parquet_screens_as_it_did(tmp_path: Path, synth_file: Path,
+                                                                    anhui: pe.Engine) -> None:
+    """The input layout plus read_batches' household_id and row columns (review: refused once)."""
+    frame = next(P.read_batches(synth_file, anhui, chunk_size=50))
+    frame.write_parquet(tmp_path / "batch.parquet")
+    result = P.screen(anhui, tmp_path / "batch.parquet", tmp_path / "o.parquet", AS_OF)
+    assert result.errors == [] and result.households == 50
 
 
 def test_an_input_layout_parquet_file_naming_other_columns_is_refused(tmp_path: Path) -> None:

@@ -22,6 +22,7 @@ import io
 import json
 import os
 import random
+import re
 import sys
 import tempfile
 import time
@@ -1272,36 +1273,51 @@ class RosterError(ValueError):
 
 def read_roster(path: str | os.PathLike[str]) -> list[tuple[str, str]]:
     """``(household id, benefit)`` pairs: one id a line (blank lines and ``#`` comments, a line
-    starting with ``#`` or text after `` #``, are skipped), or CSV with a ``household_id`` header
-    and an optional ``benefit`` column (``dibao``/``低保`` or ``tekun``/``特困`` in any case;
-    empty: dibao). A roster decides what is reported as 应享未享 or 违规享受, so a line that
-    cannot be read for sure (not UTF-8, not CSV, an unknown benefit) raises ``RosterError``
-    naming it, rather than being skipped or guessed."""
+    starting with ``#`` or text after whitespace and ``#``, are skipped), or CSV whose header is
+    ``household_id`` and optionally ``benefit`` (``dibao``/``低保`` or ``tekun``/``特困`` in any
+    case; empty: dibao). A roster decides what is reported as 应享未享 or 违规享受, so what cannot
+    be read for sure (not UTF-8, not CSV, another column, a cell beyond the header, an unknown
+    benefit) raises ``RosterError`` naming its row, rather than being skipped or guessed."""
     try:
         text = Path(path).read_bytes().decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         where = exc.object[:exc.start].count(b"\n") + 1
         raise RosterError(f"line {where} is not UTF-8 text") from None
     lines = text.splitlines()
-    entries: list[tuple[str, str]] = []
-    if lines and "household_id" in [c.strip().strip('"') for c in lines[0].split(",")]:
-        for number, row in _csv_records(io.StringIO(text, newline=""), require="household_id"):
-            if isinstance(row, str):
-                raise RosterError(f"row {number}: {row}" if number else row)
-            hid = (row.get("household_id") or "").strip()
+    if not (lines and lines[0].strip().startswith("household_id")):
+        entries = []
+        for line in lines:
+            hid = re.split(r"\s#", line, maxsplit=1)[0].strip()
+            if hid and not hid.startswith("#"):
+                entries.append((hid, "dibao"))
+        return entries
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    header: list[str] = []
+    number = 0
+    try:
+        header = [name.strip() for name in next(reader)]
+        unknown = [name for name in header if name not in ("household_id", "benefit")]
+        if unknown or len(set(header)) != len(header):
+            raise RosterError(f"the header is {', '.join(header)}: a roster has the columns household_id and "
+                              "benefit, each once, separated by commas")
+        position = {name: k for k, name in enumerate(header)}
+        entries = []
+        number = 0
+        for cells in reader:
+            number += 1
+            if len(cells) > len(header):
+                raise RosterError(f"row {number}: {len(cells)} cells under a header of {len(header)}")
+            hid = cells[position["household_id"]].strip() if position["household_id"] < len(cells) else ""
             if not hid:
                 continue
-            given = (row.get("benefit") or "").strip()
+            given = cells[position["benefit"]].strip() if position.get("benefit", len(cells)) < len(cells) else ""
             benefit = _BENEFITS.get(given.lower(), _BENEFITS.get(given)) if given else "dibao"
             if benefit is None:
                 raise RosterError(f"row {number}: benefit {given!r} is not one of "
                                   + ", ".join(_BENEFITS) + " (empty: dibao)")
             entries.append((hid, benefit))
-        return entries
-    for line in lines:
-        hid = line.split(" #", 1)[0].strip()
-        if hid and not hid.startswith("#"):
-            entries.append((hid, "dibao"))
+    except csv.Error as exc:  # in the header, or the record after the last one read
+        raise RosterError(f"row {number + 1 if header else 0}: {_csv_error(exc)}") from None
     return entries
 
 
