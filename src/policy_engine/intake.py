@@ -55,8 +55,9 @@ def to_plain(facts: Any) -> Any:
 
 #: the largest whole number a fact may be, either way (a 64-bit integer, as population files hold them)
 INTEGER_LIMIT = 2**63 - 1
-#: the most digits a money or decimal fact can have before, and after, the point and still be
-#: computed exactly everywhere: 34-digit arithmetic, and a population's ``Decimal(38, s)`` columns
+#: the most digits a money or decimal fact can have before, and after, the point: what a
+#: population's ``Decimal(38, s)`` columns hold exactly. (Arithmetic is exact within 34 digits and
+#: rounded beyond them, as FEEL's decimal128; a batch decides such rows by the scalar path.)
 DECIMAL_DIGITS = 18
 #: a group of facts (``assets``, ``members[0].income``) given as a number, text or list
 NOT_MAPPING = "expected a mapping of facts (an object), not a single value or a list"
