@@ -20,6 +20,7 @@ from policy_engine.diagnostics import FactsError, PolicyError
 from policy_engine.evaluate import CONTEXT, ROUNDING_MODES, Unknown
 from policy_engine.vector import (
     GUARD,
+    Split,
     V,
     _divide_rounded,
     decide_batch,
@@ -559,3 +560,62 @@ def test_batch_computed_whole_numbers_floors_and_echoed_text_follow_decide() -> 
     with pytest.raises(FactsError) as caught:
         decide_batch(engine, [fine, {**fine, "i": "x"}, {**fine, "a": "y"}], "2023-07-01")
     assert [d.path for d in caught.value.diagnostics] == ["[1].i", "[2].a"]
+
+
+# --- a caller's frame or Split is checked as decide checks facts (the second hostile-input hunt) ---
+
+_SD = pe.load(ROOT / "benchmarks" / "policies" / "shared_dibao")
+
+
+@pytest.mark.parametrize(("column", "values", "dtype", "path", "message"), [
+    ("deposits", ["abc"], pl.String, "[0].assets.deposits", "expected a number, not 'abc'"),
+    ("deposits", [float("nan")], pl.Float64, "[0].assets.deposits", "expected a finite number"),
+    ("deposits", [float("inf")], pl.Float64, "[0].assets.deposits", "expected a finite number"),
+    ("deposits", [True], pl.Boolean, "[0].assets.deposits", "expected a number, not a boolean"),
+    ("deposits", ["-5"], pl.String, "[0].assets.deposits", "money cannot be negative"),
+    ("deposits", ["1" * 40], pl.String, "[0].assets.deposits", "too many digits"),
+    ("members", ["abc"], pl.String, "[0].members", "members must be a list"),
+    ("members", [[1]], pl.List(pl.Int64), "[0].members[0]", "members[0] must be a mapping"),
+    ("members", [[{"wages": Decimal(1), "other_income": Decimal(0)}, None]], None, "[0].members[1]",
+     "members[1] must be a mapping"),
+    ("members", [[{"wages": "x", "other_income": "0"}]], None, "[0].members[0].income.wages",
+     "expected a number, not 'x'"),
+])
+def test_a_callers_frame_is_checked_as_decide_checks_facts(column: str, values: list[Any], dtype: Any,
+                                                            path: str, message: str) -> None:
+    frame = pl.DataFrame({column: pl.Series(values, dtype=dtype) if dtype is not None else values})
+    with pytest.raises(FactsError) as caught:
+        decide_batch(_SD, frame, "2023-07-01")
+    assert [d.path for d in caught.value.diagnostics] == [path]
+    assert message in caught.value.diagnostics[0].message
+
+
+def test_a_callers_huaiyuan_frame_refuses_what_decide_refuses() -> None:
+    base = {"area_type": ["rural"], "receiving_dibao": [True], "income_rose_from_employment": [True],
+            "months_since_income_exceeded": [2]}
+    assert decide_batch(HUAIYUAN, pl.DataFrame(base), "2023-07-01")["graduated_exit.status"].to_list() != [None]
+    for name, value, dtype in [("receiving_dibao", "false", pl.String), ("receiving_dibao", 0, pl.Int64),
+                               ("months_since_income_exceeded", 2.5, pl.Float64),
+                               ("months_since_income_exceeded", 10 ** 30, pl.Int128),
+                               ("area_type", "suburb", pl.Categorical)]:
+        with pytest.raises(FactsError):
+            decide_batch(HUAIYUAN, pl.DataFrame({**base, name: pl.Series([value], dtype=dtype)}), "2023-07-01")
+    # members all null (dtype Null): not given, as a null `members` means
+    out = decide_batch(_SD, pl.DataFrame({"deposits": [Decimal(1), Decimal(2)], "members": [None, None]}), "2023-07-01")
+    assert out["dibao.status"].to_list() == ["needs_information"] * 2
+
+
+def test_a_callers_split_that_misplaces_members_is_refused() -> None:
+    households = pl.DataFrame({"deposits": [Decimal(0)] * 3, "members": [True] * 3})
+    members = pl.DataFrame({"_hh": [0, 1, 2], "wages": [Decimal(100), Decimal(200), Decimal(300)],
+                            "other_income": [Decimal(0)] * 3})
+    good = decide_batch(_SD, Split(households, members, 3), "2023-07-01")["dibao.amount"].to_list()
+    assert good == [Decimal("620.00"), Decimal("540.00"), Decimal("460.00")]
+    for hh, height, sizes, message in [([-1, 0, 1], 3, None, "must name a household"),
+                                       ([0, 1, 3], 3, None, "must name a household"),
+                                       ([0, 1, 2], 5, None, "Split.height is 5"),
+                                       ([0, 1, 2], 3, [2, 0, 1], "Split.sizes does not match")]:
+        split = Split(households, members.with_columns(_hh=pl.Series(hh)), height,
+                      sizes=pl.Series(sizes) if sizes is not None else None)
+        with pytest.raises(ValueError, match=message):
+            decide_batch(_SD, split, "2023-07-01")

@@ -45,7 +45,15 @@ import polars as pl
 from . import ir
 from .diagnostics import Diagnostic, FactsError, make
 from .evaluate import CONTEXT
-from .intake import _SIGNED_MONEY, INTEGER_LIMIT, NOT_UTF8, as_date, read_facts, utf8
+from .intake import (
+    _SIGNED_MONEY,
+    DECIMAL_DIGITS,
+    INTEGER_LIMIT,
+    NOT_UTF8,
+    as_date,
+    read_facts,
+    utf8,
+)
 
 I128 = pl.Int128
 I64 = pl.Int64
@@ -1578,26 +1586,102 @@ def _num_column(series: pl.Series) -> tuple[pl.Series, int]:
     return raw.cast(I128), scale
 
 
-def _check(series: pl.Series, node: ir.InputNode, rows: pl.Series, member: pl.Series | None,
-           errors: list[Diagnostic]) -> None:
-    """The checks of ``intake.coerce`` that a typed column can still fail: enum values, negative money.
+def _read_checked(series: pl.Series, node: ir.InputNode, rows: pl.Series, member: pl.Series | None,
+                  errors: list[Diagnostic]) -> pl.Series:
+    """A caller's column read and checked as ``decide`` reads and checks facts (through
+    ``batch_intake.read_column``: any dtype, the values ``coerce`` refuses reported); the
+    column in the dtype this module reads, refused values null.
 
-    ``member``: for a member column, each member's position in its household, or (a members
-    table without ``_m``) ``rows`` itself, the households in order, from which it is counted."""
-    if node.type == "enum" and series.dtype == pl.String:
-        bad = series.is_not_null() & series.is_in(list(node.values)).not_()
-    elif node.type == "money" and node.path[-1] not in _SIGNED_MONEY and series.dtype in (I128, I64):
-        bad = (series < 0).fill_null(False)
-    else:
+    ``rows``: each row's case; ``member``: for a member column, each member's position in its
+    household, or (a members table without ``_m``) ``rows`` itself, from which it is counted."""
+    from .batch_intake import read_column
+
+    if _plainly_valid(series, node):
+        return series
+    values, refused = read_column(series, node)
+    for i, message in refused[:20]:
+        errors.append(_fact_error(rows, member, i, ".".join(node.path), message, node.label.en))
+    return values
+
+
+def _plainly_valid(series: pl.Series, node: ir.InputNode) -> bool:
+    """Whether a column already in the dtype this module reads holds only values ``coerce``
+    accepts, as its bounds show (the common case, two reductions; else ``read_column`` checks
+    it value by value)."""
+    dtype = series.dtype
+    if node.type in ("money", "decimal") and isinstance(dtype, pl.Decimal):
+        raw = series.to_physical()
+        lo, hi = raw.min(), raw.max()
+        if lo is None or hi is None:
+            return True
+        limit = 10 ** (DECIMAL_DIGITS + (dtype.scale or 0))
+        signed = node.type == "decimal" or node.path[-1] in _SIGNED_MONEY
+        return (dtype.scale or 0) <= DECIMAL_DIGITS and -limit < int(lo) and int(hi) < limit and (  # type: ignore[arg-type]
+            signed or int(lo) >= 0)  # type: ignore[arg-type]
+    if node.type == "integer" and dtype == pl.Int64:
+        lo = series.min()
+        return lo is None or int(lo) >= -INTEGER_LIMIT  # type: ignore[arg-type]
+    return (node.type == "boolean" and dtype == pl.Boolean) or (node.type == "date" and dtype == pl.Date) or (
+        node.type == "text" and dtype == pl.String)
+
+
+def _fact_error(rows: pl.Series, member: pl.Series | None, i: int, path: str, message: str,
+                hint: str | None = None) -> Diagnostic:
+    position = None if member is None else (
+        member[i] if member is not rows else int((rows[:i] == rows[i]).sum()))  # members before it
+    where = f"[{rows[i]}]" + (f".members[{position}]" if member is not None else "") + (f".{path}" if path else "")
+    return make("PE401", f"{where}: {message}", path=where, hint=hint)
+
+
+def _check_split(split: Split) -> None:
+    """A caller's ``Split`` (``checked=False``) is consistent, or ``ValueError`` says how not: a
+    member's ``_hh`` that names no case (or a negative one, which would be read from the end)
+    would give its facts to another household."""
+    if split.households.width and split.households.height != split.height:
+        raise ValueError(f"Split.height is {split.height} but the households table has {split.households.height} rows")
+    mem = split.members
+    if mem is None:
         return
-    for i in bad.arg_true().head(20).to_list():
-        position = None if member is None else (
-            member[i] if member is not rows else int((rows[:i] == rows[i]).sum()))  # members before it
-        where = f"[{rows[i]}]" + (f".members[{position}]" if member is not None else "") + "." + ".".join(node.path)
-        value = series[i]
-        message = (f"{value!r} is not one of {', '.join(node.values)}" if node.type == "enum"
-                   else "money cannot be negative")
-        errors.append(make("PE401", f"{where}: {message}", path=where, hint=node.label.en))
+    if "_hh" not in mem.columns or not mem.schema["_hh"].is_integer():
+        raise ValueError("Split.members needs an integer `_hh` column: each member's household, 0-based")
+    owner = mem["_hh"]
+    if owner.has_nulls() or (len(owner) and (int(owner.min()) < 0 or int(owner.max()) >= split.height)):  # type: ignore[arg-type]
+        raise ValueError(f"Split.members `_hh` must name a household, 0 to {split.height - 1}, on every member")
+    if split.sizes is not None and len(split.sizes) == split.height and int(split.sizes.sum() or 0) == len(owner):
+        # members in household order, and each household's first and last member its own: then
+        # every member between them is too
+        sizes = split.sizes.cast(pl.Int64)
+        ends = sizes.cum_sum()
+        has = sizes > 0
+        households = pl.int_range(split.height, dtype=pl.Int64, eager=True).filter(has)
+        owner = owner.cast(pl.Int64)
+        if not (owner.is_sorted() and owner.gather((ends - sizes).filter(has)).equals(households, check_names=False)
+                and owner.gather((ends - 1).filter(has)).equals(households, check_names=False)):
+            raise ValueError("Split.sizes does not match the members table's `_hh` (members in household order)")
+
+
+def _members_of(table: pl.DataFrame, rows: pl.Series, errors: list[Diagnostic]) -> pl.Series | None:
+    """A caller's ``members`` column as a list of structs, or None when no member can be read
+    from it (every row's members are then unknown); each value ``decide`` refuses (members that
+    are not a list, a member that is not a mapping) is reported as it reports it."""
+    column = table["members"]
+    if isinstance(column.dtype, pl.Array):
+        column = column.arr.to_list()
+    if column.dtype == pl.Null:
+        return None
+    if not isinstance(column.dtype, pl.List):
+        for i in column.is_not_null().arg_true().head(20).to_list():
+            errors.append(_fact_error(rows, None, i, "members", "members must be a list"))
+        return None
+    if isinstance(column.dtype.inner, pl.Struct):
+        odd = column.list.eval(pl.element().is_null()).list.arg_max()  # the first null member, if any
+        has = column.list.eval(pl.element().is_null()).list.any().fill_null(False)
+    else:  # a list of numbers, texts or nulls: no member is a mapping
+        odd = pl.repeat(0, len(column), dtype=pl.UInt32, eager=True)
+        has = (column.list.len() > 0).fill_null(False)
+    for i in has.arg_true().head(20).to_list():
+        errors.append(_fact_error(rows, None, i, f"members[{odd[i]}]", f"members[{odd[i]}] must be a mapping"))
+    return column if isinstance(column.dtype.inner, pl.Struct) and not has.any() else None
 
 
 @dataclass(frozen=True)
@@ -1657,26 +1741,30 @@ def _prepare(policy: ir.CompiledPolicy, population: pl.DataFrame | Split, entity
     errors: list[Diagnostic] = []
     table = population.households if isinstance(population, Split) else population
     checked = isinstance(population, Split) and population.checked
+    if isinstance(population, Split) and not checked:
+        _check_split(population)
     cols = [pl.Series("_hh", range(population.height), dtype=pl.Int64)]
     for node in policy.inputs:
         if node.entity != entity or node.name not in table.columns:
             continue
-        s = _input_column(table[node.name], node, "entity", scales)
-        if not checked:
-            _check(s, node, cols[0], None, errors)
-        cols.append(s.alias(f"in:{node.name}"))
+        raw = table[node.name] if checked else _read_checked(table[node.name], node, cols[0], None, errors)
+        cols.append(_input_column(raw, node, "entity", scales).alias(f"in:{node.name}"))
     members_df = None
+    listed = None
+    if entity == "household" and "members" in table.columns and not isinstance(population, Split):
+        listed = _members_of(table, cols[0], errors)
     if entity == "household" and "members" in table.columns:
-        cols.append(table["members"])
-        if isinstance(population, Split):
-            mem = population.members if population.members is not None else pl.DataFrame(
+        cols.append(table["members"] if listed is None else listed)
+        if isinstance(population, Split) or listed is None:
+            given = population.members if isinstance(population, Split) else None
+            mem = given if given is not None else pl.DataFrame(
                 {"_hh": pl.Series([], dtype=pl.Int64), "_m": pl.Series([], dtype=pl.Int64)})
             unnested: pl.DataFrame | None = mem
             fields = mem.columns
             owner = mem["_hh"]
             position = mem["_m"] if "_m" in mem.columns else owner  # counted from _hh when needed
         else:
-            exploded = (pl.DataFrame([cols[0], table["members"]])
+            exploded = (pl.DataFrame([cols[0], listed])
                         .filter(pl.col("members").list.len() > 0)
                         .explode("members")
                         .with_columns(_m=pl.int_range(pl.len()).over("_hh")))
@@ -1689,10 +1777,9 @@ def _prepare(policy: ir.CompiledPolicy, population: pl.DataFrame | Split, entity
             if node.entity != "member" or node.name not in fields:
                 continue
             s = unnested[node.name] if unnested is not None else pl.Series(node.name, [], dtype=pl.Null)
-            s = _input_column(s, node, "member", scales)
             if not checked:
-                _check(s, node, owner, position, errors)
-            mcols.append(s.alias(f"in:{node.name}"))
+                s = _read_checked(s, node, owner, position, errors)
+            mcols.append(_input_column(s, node, "member", scales).alias(f"in:{node.name}"))
         members_df = pl.DataFrame(mcols)
     if errors:
         raise FactsError(errors)
@@ -1767,9 +1854,10 @@ def decide_batch(engine: Any, population: pl.DataFrame | Split | Sequence[Any], 
 
 
 def _at(i: int, exc: FactsError) -> list[Diagnostic]:
-    """``exc``'s diagnostics as those of case ``i`` of a batch (``[i] ...``, path ``[i].path``)."""
-    return [make(d.code, f"[{i}] {d.message}", path=f"[{i}]" + (f".{d.path}" if d.path else ""), hint=d.hint)
-            for d in exc.diagnostics]
+    """``exc``'s diagnostics as those of case ``i`` of a batch (``[i].path: ...`` as a frame's
+    rows are named, path ``[i].path``)."""
+    return [make(d.code, f"[{i}].{d.message}" if d.path and d.message.startswith(d.path) else f"[{i}] {d.message}",
+                 path=f"[{i}]" + (f".{d.path}" if d.path else ""), hint=d.hint) for d in exc.diagnostics]
 
 
 def _run(engine: Any, population: pl.DataFrame | Split, day: dt.date, entity: str, decisions: list[str] | None,
