@@ -317,6 +317,17 @@ def test_members_as_a_fixed_size_parquet_list_are_read_as_decide_reads_them(tmp_
     assert got == [Decimal("300.00"), Decimal("0.00")]
 
 
+def test_a_screen_that_decides_no_household_writes_the_usual_columns(tmp_path: Path, anhui: pe.Engine) -> None:
+    (tmp_path / "h.jsonl").write_text('{"household_id": "A", "area_type": "x"}\n', encoding="utf-8")
+    result = P.screen(anhui, tmp_path / "h.jsonl", tmp_path / "o.parquet", AS_OF)
+    assert result.households == 0 and [str(e) for e in result.errors] == ["1:area_type: 'x' is not one of urban, rural"]
+    empty = pl.read_parquet(tmp_path / "o.parquet")
+    full = anhui.decide_batch([{"members": []}], AS_OF)
+    assert empty.height == 0 and empty.columns == ["household_id", "row", *full.columns]
+    with pytest.raises(TypeError, match="a row number is a whole number"):
+        anhui.explain_row(tmp_path / "h.jsonl", 1.0, AS_OF)  # type: ignore[arg-type]
+
+
 def test_cli_exit_codes(tmp_path: Path, synth_file: Path) -> None:
     out = tmp_path / "s.jsonl"
     done = _cli("synth", "--households", "50", "--province", "hebei", "--seed", "1", "--out", str(out))
@@ -695,7 +706,7 @@ def test_a_json_line_nested_too_deeply_is_reported_and_the_rest_go_on(tmp_path: 
     result = P.screen(anhui, path, tmp_path / "out.parquet", AS_OF)
     assert result.households == 2
     assert [(e.row, e.column, e.message) for e in result.errors] == [(2, "", "not JSON facts: nested too deeply")]
-    with pytest.raises(pe.FactsError, match="2:: not JSON facts: nested too deeply"):
+    with pytest.raises(pe.FactsError, match="2: not JSON facts: nested too deeply"):
         list(P.read_facts(path))
 
 

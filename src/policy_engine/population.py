@@ -83,7 +83,7 @@ class RowError:
     household_id: str | None = None
 
     def __str__(self) -> str:
-        return f"{self.row}:{self.column}: {self.message}"
+        return f"{self.row}:{self.column}: {self.message}" if self.column else f"{self.row}: {self.message}"
 
 
 # ------------------------------------------------------------------------------------------------
@@ -925,6 +925,8 @@ def replay(engine: Any, path: str | os.PathLike[str], row_number: int, as_of: dt
            decisions: list[str] | None = None) -> Any:
     """The scalar ``Engine.decide`` Decision of row ``row_number`` (1-based) of a population file:
     re-decides one screened row to explain it (``decision.explain()``)."""
+    if not isinstance(row_number, int) or isinstance(row_number, bool):
+        raise TypeError(f"a row number is a whole number from 1, not {row_number!r}")
     p = Path(path)
     if _is_facts_parquet(p):
         if row_number < 1:
@@ -1254,8 +1256,10 @@ def screen(engine: Any, input_path: str | os.PathLike[str], out: str | os.PathLi
         if tmp is not None:
             if parts:
                 pl.concat([pl.scan_ipc(p) for p in parts], how="vertical_relaxed").sink_parquet(Path(out))
-            else:
-                pl.DataFrame({ID_COLUMN: pl.Series([], dtype=pl.String)}).write_parquet(Path(out))
+            else:  # no household decided: the columns a reader expects, with no rows
+                empty = pl.DataFrame({ID_COLUMN: pl.Series([], dtype=pl.String), ROW_COLUMN: pl.Series([], dtype=pl.Int64)})
+                pl.concat([empty, decide_batch(engine, [], as_of, decisions=decisions)], how="horizontal").write_parquet(
+                    Path(out))
     result.elapsed = time.perf_counter() - start
     return result
 
