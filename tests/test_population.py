@@ -180,6 +180,7 @@ def test_roster_categories(tmp_path: Path, anhui: pe.Engine) -> None:
     (b"household_id,benefit\nA,Dibao\nB,pension\n", "row 2: benefit 'pension' is not one of dibao, 低保, tekun, 特困"),
     (b"household_id,household_id\nA,B\n", "the header is household_id, household_id: a roster has the columns"),
     (b"household_id, benefit\nA, tekun\n", None),  # spaces around names and cells: read
+    (b"benefit,household_id\ntekun,A\n", None),  # either order
     (b"household_id\nA,tekun\n", "row 1: 2 cells under a header of 1"),
     (b"household_id;benefit\nA;tekun\n", "the header is household_id;benefit: a roster has the columns"),
     (b"household_id,benefit,note\nA,tekun,x\n", "the header is household_id, benefit, note"),

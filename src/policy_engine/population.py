@@ -303,8 +303,9 @@ def _is_facts_layout(schema: pl.Schema) -> bool:
 
 def _input_layout_check(path: Path, schema: pl.Schema, engine: Any) -> None:
     """A Parquet file read as the input layout names only the policy's inputs (and
-    ``household_id``, ``row``, ``members``, as ``read_batches`` gives them): any other column would be dropped without a word, and is
-    most likely a file in neither layout, so it is refused, naming them."""
+    ``household_id``, ``row``, ``members``, as ``read_batches`` gives them): any other column
+    would be dropped without a word, and is most likely a file in neither layout, so it is
+    refused, naming them."""
     inputs = {n.name for n in engine.policy.inputs if n.entity == "household"} | {ID_COLUMN, ROW_COLUMN, "members"}
     members = schema.get("members")
     listed = isinstance(members, (pl.List, pl.Array))
@@ -388,8 +389,8 @@ def _csv_household(number: int, row: dict[str, Any], members: dict[str, list[_Me
     """One household-table row (cells as text) as facts, with its members when there is a members
     table; or the error of its first cell that is not UTF-8 or that clashes (``_csv_facts``), or
     of its first member that cannot be read. ``first_of``: for a household id with members on
-    more than one row, the first of those rows (``_csv_takers``), the only one given them: the
-    others are refused (whose members they are cannot be known)."""
+    more than one row, the first of those rows (found by a first pass over the ids), the only one
+    given them: the others are refused (whose members they are cannot be known)."""
     hid = row.get("household_id") or None
     if first_of and hid in first_of and first_of[hid] != number:
         return number, hid, RowError(number, ID_COLUMN, f"{hid} is also the household id of row {first_of[hid]}, "
@@ -1288,7 +1289,7 @@ def read_roster(path: str | os.PathLike[str]) -> list[tuple[str, str]]:
         where = exc.object[:exc.start].count(b"\n") + 1
         raise RosterError(f"line {where} is not UTF-8 text") from None
     lines = text.splitlines()
-    if not (lines and lines[0].strip().startswith("household_id")):
+    if not (lines and "household_id" in lines[0]):  # a list of ids (a header names household_id)
         entries = []
         for line in lines:
             hid = re.split(r"\s#", line, maxsplit=1)[0].strip()
