@@ -202,3 +202,18 @@ def test_fits_digits_is_the_digit_limit_exactly(value: Decimal) -> None:
     from policy_engine.intake import fits_digits
 
     assert fits_digits(value) == _fits_by_definition(value)
+
+
+def test_a_date_before_year_one_in_a_date_column_is_refused() -> None:
+    """Polars holds such a date, Python (and so decide and explain_row) cannot: refused, with its row."""
+    households = list(P.synth_households(3, "anhui", 12))
+    frame = _facts_frame(households)
+    early = frame.with_columns(pl.when(pl.int_range(pl.len()) == 1).then(
+        pl.col("members").list.eval(pl.element().struct.with_fields(
+            birth_date=pl.element().struct.field("birth_date").str.to_date().dt.offset_by("-2100y"))))
+        .otherwise(pl.col("members").list.eval(pl.element().struct.with_fields(
+            birth_date=pl.element().struct.field("birth_date").str.to_date()))).alias("members"))
+    chunk = read_chunk(HUAIYUAN.policy, early, 1)
+    assert {(b.position, b.column) for b in chunk.bad} >= {(1, "members[0].birth_date")}
+    assert {b.position for b in chunk.bad} == {1}
+    assert chunk.rows.to_list() == [1, 3]

@@ -181,6 +181,7 @@ def test_roster_categories(tmp_path: Path, anhui: pe.Engine) -> None:
     (b"household_id,household_id\nA,B\n", "the header is household_id, household_id: a roster has the columns"),
     (b"household_id, benefit\nA, tekun\n", None),  # spaces around names and cells: read
     (b"benefit,household_id\ntekun,A\n", None),  # either order
+    (b"\xef\xbb\xbfhousehold_id,benefit\nA,tekun\n", None),  # a BOM, as Excel writes
     (b"household_id\nA,tekun\n", "row 1: 2 cells under a header of 1"),
     (b"household_id;benefit\nA;tekun\n", "the header is household_id;benefit: a roster has the columns"),
     (b"household_id,benefit,note\nA,tekun,x\n", "the header is household_id, benefit, note"),
@@ -204,6 +205,9 @@ def test_roster_benefits_in_any_case_comments_and_malformed_rows(tmp_path: Path,
     plain = tmp_path / "roster.txt"
     plain.write_text("# recipients, 2023-07\nA # moved in May\n  # B left\n\nC\t# by tab\n", encoding="utf-8")
     assert P.read_roster(plain) == [("A", "dibao"), ("C", "dibao")]
+    for text, ids in [("# ids by household_id\nA\n", ["A"]), ("household_id_7\nA\n", ["household_id_7", "A"])]:
+        plain.write_text(text, encoding="utf-8")  # a comment or an id that mentions household_id: still a list
+        assert [hid for hid, _ in P.read_roster(plain)] == ids
     households = [h for h in P.synth_households(3, "anhui", seed=5)]
     households[1]["area_type"] = "suburb"  # malformed: refused, not "absent from the file"
     jsonl = tmp_path / "h.jsonl"
@@ -546,6 +550,17 @@ def test_csv_members_that_join_no_household_or_two_are_reported(
                             "whose members they are cannot be known")),
         (0, "", ("h.members.csv: members filed under 2 household ids that no row of h.csv has (' A ', 'Z'); "
                 "they are not read"))]
+
+
+def test_csv_tables_saved_with_a_bom_are_joined(tmp_path: Path, anhui: pe.Engine) -> None:
+    """Excel writes UTF-8 CSV with a byte-order mark: the first header is still household_id."""
+    path = tmp_path / "h.csv"
+    path.write_text("\ufeffhousehold_id,area_type\nA,rural\n", encoding="utf-8")
+    P.members_path(path).write_text("\ufeffhousehold_id,member_id,income.wages\nA,a1,100\n", encoding="utf-8")
+    result = P.screen(anhui, path, tmp_path / "o.parquet", AS_OF, keep_ids=True)
+    assert result.errors == [] and result.ids == {"A"}
+    facts = dict(P.read_facts(path))["A"]
+    assert [m["member_id"] for m in facts["members"]] == ["a1"]
 
 
 def test_a_household_table_without_ids_beside_a_members_table_leaves_members_unknown(

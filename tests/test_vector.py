@@ -600,6 +600,14 @@ def test_a_callers_huaiyuan_frame_refuses_what_decide_refuses() -> None:
                                ("area_type", "suburb", pl.Categorical)]:
         with pytest.raises(FactsError):
             decide_batch(HUAIYUAN, pl.DataFrame({**base, name: pl.Series([value], dtype=dtype)}), "2023-07-01")
+    # a date before year 1 (polars holds it, Python does not): refused, in a frame and in a file
+    member = {"member_id": "m1", "birth_date": dt.date(1980, 1, 1)}
+    frame = pl.DataFrame({**base, "members": [[member]]})
+    decide_batch(HUAIYUAN, frame, "2023-07-01")
+    early = frame.with_columns(pl.col("members").list.eval(pl.element().struct.with_fields(
+        birth_date=pl.lit(-800000).cast(pl.Date))))
+    with pytest.raises(FactsError, match=r"\[0\]\.members\[0\]\.birth_date"):
+        decide_batch(HUAIYUAN, early, "2023-07-01")
     # members all null (dtype Null): not given, as a null `members` means
     out = decide_batch(_SD, pl.DataFrame({"deposits": [Decimal(1), Decimal(2)], "members": [None, None]}), "2023-07-01")
     assert out["dibao.status"].to_list() == ["needs_information"] * 2

@@ -41,6 +41,8 @@ __all__ = ["BadField", "Chunk", "read_chunk"]
 _PLAIN_DECIMAL = r"^\s*[+-]?\d{1,18}(\.\d{1,18})?\s*$"
 _PLAIN_INTEGER = r"^\s*-?\d+\s*$"
 _ISO_DATE = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$"
+#: 0001-01-01 as polars' day count: the first date Python (and so ``decide``) holds
+_YEAR_ONE = -719162
 
 
 @dataclass(frozen=True)
@@ -131,17 +133,21 @@ def _typed(series: pl.Series, node: ir.InputNode) -> tuple[pl.Series, pl.Series]
         if dtype == pl.Boolean:
             return series, none
         return pl.repeat(None, len(series), dtype=pl.Boolean, eager=True), given
-    if kind == "date":
+    if kind == "date":  # a date before year 1 (which polars holds) is refused as decide refuses it
         if dtype == pl.Date:
-            return series, none
+            return series, given & (series.to_physical() < _YEAR_ONE).fill_null(False)
         if isinstance(dtype, pl.Datetime):
-            return series.dt.date(), none
+            dates = series.dt.date()
+            return dates, given & (dates.to_physical() < _YEAR_ONE).fill_null(False)
         if dtype == pl.String:
             plain = series.str.contains(_ISO_DATE).fill_null(False)
             values = series.str.to_date("%Y-%m-%d", strict=False)  # year 0 too, which Python refuses
             return values, given & (plain.not_() | values.is_null() | (values.dt.year() < 1).fill_null(False))
         return pl.repeat(None, len(series), dtype=pl.Date, eager=True), given
     if kind in ("enum", "text"):
+        if isinstance(dtype, (pl.Categorical, pl.Enum)):  # as text: checked by column, not one by one
+            series = series.cast(pl.String)
+            dtype = series.dtype
         if dtype == pl.String:
             if kind == "text":
                 return series, none

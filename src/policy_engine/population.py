@@ -20,6 +20,7 @@ import csv
 import datetime as dt
 import io
 import json
+import operator
 import os
 import random
 import re
@@ -464,7 +465,7 @@ def _csv_rows(path: Path) -> Iterator[_Raw]:
     if mpath.exists():
         readable = []
         header = True
-        with open(mpath, encoding="utf-8", errors="surrogateescape", newline="") as handle:
+        with open(mpath, encoding="utf-8-sig", errors="surrogateescape", newline="") as handle:
             for number, record in _csv_records(handle, require="household_id"):
                 if isinstance(record, str) and number == 0:  # the header: no member can be read
                     yield 0, None, RowError(0, "", f"{mpath.name}: {record}; no member is read, so every "
@@ -481,7 +482,7 @@ def _csv_rows(path: Path) -> Iterator[_Raw]:
     first_of: dict[str, int] = {}  # household id given members on several rows -> the first
     taken: dict[str, int] = {}  # household id given members -> its first row
     if members:  # which rows take which members: a first pass over the ids only
-        with open(path, encoding="utf-8", errors="surrogateescape", newline="") as handle:
+        with open(path, encoding="utf-8-sig", errors="surrogateescape", newline="") as handle:
             for number, row in _csv_records(handle):
                 hid = None if isinstance(row, str) else row.get("household_id") or None
                 if hid is not None and hid in members:
@@ -489,7 +490,7 @@ def _csv_rows(path: Path) -> Iterator[_Raw]:
                         first_of.setdefault(hid, taken[hid])
                     else:
                         taken[hid] = number
-    with open(path, encoding="utf-8", errors="surrogateescape", newline="") as handle:
+    with open(path, encoding="utf-8-sig", errors="surrogateescape", newline="") as handle:
         for number, row in _csv_records(handle):
             if isinstance(row, str):  # (number 0: the header, and nothing after it can be read)
                 yield number, None, RowError(number, "", row)
@@ -506,7 +507,7 @@ _NO_JOIN = ("{table}: the header has no household_id column, so no household can
 
 def _csv_header(path: Path) -> list[str]:
     """The column names of a CSV file's header (none when it has no readable header)."""
-    with open(path, encoding="utf-8", errors="surrogateescape", newline="") as handle:
+    with open(path, encoding="utf-8-sig", errors="surrogateescape", newline="") as handle:
         try:
             return next(csv.reader(handle), None) or []
         except csv.Error:
@@ -926,8 +927,12 @@ def replay(engine: Any, path: str | os.PathLike[str], row_number: int, as_of: dt
            decisions: list[str] | None = None) -> Any:
     """The scalar ``Engine.decide`` Decision of row ``row_number`` (1-based) of a population file:
     re-decides one screened row to explain it (``decision.explain()``)."""
-    if not isinstance(row_number, int) or isinstance(row_number, bool):
+    if isinstance(row_number, bool):
         raise TypeError(f"a row number is a whole number from 1, not {row_number!r}")
+    try:
+        row_number = operator.index(row_number)  # int, numpy integers; not floats or text
+    except TypeError:
+        raise TypeError(f"a row number is a whole number from 1, not {row_number!r}") from None
     p = Path(path)
     if _is_facts_parquet(p):
         if row_number < 1:
@@ -1289,7 +1294,9 @@ def read_roster(path: str | os.PathLike[str]) -> list[tuple[str, str]]:
         where = exc.object[:exc.start].count(b"\n") + 1
         raise RosterError(f"line {where} is not UTF-8 text") from None
     lines = text.splitlines()
-    if not (lines and "household_id" in lines[0]):  # a list of ids (a header names household_id)
+    header_line = bool(lines) and not lines[0].lstrip().startswith("#") and re.search(
+        r"(^|[^\w])household_id([^\w]|$)", lines[0]) is not None
+    if not header_line:  # a list of ids (a header names household_id, in any position)
         entries = []
         for line in lines:
             hid = re.split(r"\s#", line, maxsplit=1)[0].strip()

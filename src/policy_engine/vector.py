@@ -1621,8 +1621,10 @@ def _plainly_valid(series: pl.Series, node: ir.InputNode) -> bool:
     if node.type == "integer" and dtype == pl.Int64:
         lo = series.min()
         return lo is None or int(lo) >= -INTEGER_LIMIT  # type: ignore[arg-type]
-    return (node.type == "boolean" and dtype == pl.Boolean) or (node.type == "date" and dtype == pl.Date) or (
-        node.type == "text" and dtype == pl.String)
+    if node.type == "date" and dtype == pl.Date:  # from year 1, as Python (and decide) holds dates
+        first = series.to_physical().min()
+        return first is None or int(first) >= -719162  # type: ignore[arg-type]
+    return (node.type == "boolean" and dtype == pl.Boolean) or (node.type == "text" and dtype == pl.String)
 
 
 def _fact_error(rows: pl.Series, member: pl.Series | None, i: int, path: str, message: str,
