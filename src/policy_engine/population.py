@@ -541,7 +541,7 @@ def _csv_plain_file(path: Path, kinds: dict[str, Any]) -> bool:
     """Whether polars reads ``path`` exactly as ``csv.DictReader`` does: every header a fact path
     of ``kinds`` (or ``household_id`` / ``_household_id``), no header twice, and no quote, blank
     line or lone carriage return anywhere (where the two parsers could split records apart)."""
-    with open(path, encoding="utf-8", newline="") as handle:
+    with open(path, encoding="utf-8-sig", newline="") as handle:
         try:
             header = next(csv.reader(handle), None)
         except (csv.Error, UnicodeDecodeError):
