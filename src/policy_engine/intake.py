@@ -115,6 +115,12 @@ def utf8(text: str) -> bool:
     return True
 
 
+def holds_utf8(value: Any) -> bool:
+    """Whether a fact or output value (text, or a tuple of them) is all UTF-8 text."""
+    parts = (value,) if isinstance(value, str) else value if isinstance(value, tuple) else ()
+    return all(utf8(part) for part in parts if isinstance(part, str))
+
+
 def beyond_utf8(inputs: tuple[ir.InputNode, ...], values: dict[str, Any], members: list[dict[str, Any]] | None
                 ) -> Iterator[tuple[ir.InputNode, int | None, dict[str, Any]]]:
     """(input, member position or None, the row holding it) for every text or list fact of a read
@@ -124,9 +130,7 @@ def beyond_utf8(inputs: tuple[ir.InputNode, ...], values: dict[str, Any], member
             continue
         rows = [(None, values)] if node.entity != "member" else list(enumerate(members or ()))
         for member, row in rows:
-            value = row.get(node.name)
-            parts = (value,) if isinstance(value, str) else value if isinstance(value, tuple) else ()
-            if not all(utf8(part) for part in parts if isinstance(part, str)):
+            if not holds_utf8(row.get(node.name)):
                 yield node, member, row
 
 

@@ -286,16 +286,21 @@ def _is_facts_parquet(path: Path) -> bool:
     return format_of(path) == "parquet" and path.is_file() and _is_facts_layout(pl.Schema(pl.read_parquet_schema(path)))
 
 
+def _member_fields(schema: pl.Schema) -> dict[str, pl.DataType]:
+    """The fields of the member structs of a ``members`` list column (none when it is not one)."""
+    members = schema.get("members")
+    if isinstance(members, (pl.List, pl.Array)) and isinstance(members.inner, pl.Struct):
+        return {f.name: f.dtype for f in members.inner.fields}  # type: ignore[misc]
+    return {}
+
+
 def _is_facts_layout(schema: pl.Schema) -> bool:
     """Whether a Parquet schema is the facts layout (else the input layout, columns by input name).
     Every column a ``Household`` field (members' fields ``Member`` fields); or, whatever other
     columns there are (ignored, as a JSON key the intake does not read), a group of facts: a
     struct column named as a ``Household`` field, or a member struct field named as a ``Member``
     one (``assets``, ``members[].income``), which the input layout never has."""
-    members = schema.get("members")
-    listed = isinstance(members, (pl.List, pl.Array))
-    inner = members.inner if listed and isinstance(members.inner, pl.Struct) else None  # type: ignore[union-attr]
-    fields = {f.name: f.dtype for f in inner.fields} if inner is not None else {}
+    fields = _member_fields(schema)
     if set(schema.names()) <= _HOUSEHOLD_KEYS and set(fields) <= _MEMBER_KEYS:
         return True
     return (any(isinstance(dtype, pl.Struct) and name in _HOUSEHOLD_KEYS for name, dtype in schema.items())
@@ -308,10 +313,7 @@ def _input_layout_check(path: Path, schema: pl.Schema, engine: Any) -> None:
     would be dropped without a word, and is most likely a file in neither layout, so it is
     refused, naming them."""
     inputs = {n.name for n in engine.policy.inputs if n.entity == "household"} | {ID_COLUMN, ROW_COLUMN, "members"}
-    members = schema.get("members")
-    listed = isinstance(members, (pl.List, pl.Array))
-    inner = members.inner if listed and isinstance(members.inner, pl.Struct) else None  # type: ignore[union-attr]
-    fields = [f.name for f in inner.fields] if inner is not None else []
+    fields = _member_fields(schema)
     member_inputs = {n.name for n in engine.policy.inputs if n.entity == "member"}
     unknown = [n for n in schema.names() if n not in inputs] + [f"members[].{f}" for f in fields if f not in member_inputs]
     if unknown:

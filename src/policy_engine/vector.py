@@ -51,8 +51,8 @@ from .intake import (
     INTEGER_LIMIT,
     NOT_UTF8,
     as_date,
+    holds_utf8,
     read_facts,
-    utf8,
 )
 
 I128 = pl.Int128
@@ -1168,10 +1168,7 @@ class Batch:
                 val = val * _wide(a)
             # a base beyond 37 / n digits would wrap Int128 (the scalar power is exact for whole
             # numbers): its row goes to the scalar path, as does a power the scalar path rounds
-            wraps: pl.Expr | None = None
-            if n:
-                limit = _lit_int(10 ** (37 // n))
-                wraps = ((_wide(a) > limit) | (_wide(a) < _lit_int(0) - limit)).fill_null(False)
+            wraps = _beyond_context(a.val, a.bounds, 10 ** (37 // n) + 1) if n else None
             return V("num", val, unk, _or(fb, wraps, _beyond_context(val, None)), scale)
         raise Unsupported(f"operator {op}")
 
@@ -1341,10 +1338,7 @@ class Batch:
         counts = segments[2] if segments is not None else self.m.df["_hh"].unique_counts()
         most = int(counts.max() or 1)  # type: ignore[arg-type]
         limit = CONTEXT_LIMIT // max(most, 1)
-        if b is not None and -limit < b[0] and b[1] < limit:
-            return None
-        wide = body.val.cast(I128)
-        return ((wide >= _lit_int(limit)) | (wide <= _lit_int(-limit))).fill_null(False)
+        return _beyond_context(body.val, b, limit)
 
     def segments(self) -> tuple[pl.Series, pl.Series, pl.Series] | None:
         """(start, end, count) of each household's members in the members table, which lists
@@ -1676,8 +1670,9 @@ def _members_of(table: pl.DataFrame, rows: pl.Series, errors: list[Diagnostic]) 
             errors.append(_fact_error(rows, None, i, "members", "members must be a list"))
         return None
     if isinstance(column.dtype.inner, pl.Struct):
-        odd = column.list.eval(pl.element().is_null()).list.arg_max()  # the first null member, if any
-        has = column.list.eval(pl.element().is_null()).list.any().fill_null(False)
+        nulls = column.list.eval(pl.element().is_null())
+        odd = nulls.list.arg_max()  # the first null member, if any
+        has = nulls.list.any().fill_null(False)
     else:  # a list of numbers, texts or nulls: no member is a mapping
         odd = pl.repeat(0, len(column), dtype=pl.UInt32, eager=True)
         has = (column.list.len() > 0).fill_null(False)
@@ -1912,11 +1907,7 @@ def _run(engine: Any, population: pl.DataFrame | Split, day: dt.date, entity: st
             v = values[output.short]
             kind = v.kind if v.kind != "null" else _kind(output.type)
             if kind == "num" and output.type == "integer":  # beyond 64 bits: decide refuses the case
-                limit = INTEGER_LIMIT * 10 ** v.scale
-                b = v.bounds
-                if b is None or b[0] < -limit or b[1] > limit:
-                    wide = v.val.cast(I128)
-                    v = replace(v, fb=_or(v.fb, ((wide > _lit_int(limit)) | (wide < _lit_int(-limit))).fill_null(False)))
+                v = replace(v, fb=_or(v.fb, _beyond_context(v.val, v.bounds, INTEGER_LIMIT * 10 ** v.scale + 1)))
             val = pl.when(v.unk).then(None).otherwise(v.val) if v.unk is not None else v.val
             if v.fb is not None:  # the scalar path decides these rows: their value here may not even fit
                 val = pl.when(v.fb.fill_null(True)).then(None).otherwise(val)
@@ -2000,8 +1991,7 @@ def _fallback(engine: Any, population: pl.DataFrame | Split, day: dt.date, entit
             decision = engine.decide(facts, day, entity, decisions=needed, trace=False)
             for did in needed:  # text a column cannot hold (a lone surrogate fact, echoed)
                 for short, value in decision[did].outputs.items():
-                    parts = (value,) if isinstance(value, str) else value if isinstance(value, tuple) else ()
-                    if not all(utf8(p) for p in parts if isinstance(p, str)):
+                    if not holds_utf8(value):
                         raise FactsError([make("PE401", f"{did}.{short}: {NOT_UTF8}", path=f"{did}.{short}")])
         except FactsError as exc:
             refused.append((i, exc))
