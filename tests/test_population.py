@@ -384,8 +384,14 @@ def test_cli_exit_codes(tmp_path: Path, synth_file: Path) -> None:
     assert _cli("screen", str(out), "--policy", "policies/hebei", "--as-of", AS_OF, "--out",
                 str(tmp_path / "x.jsonl"), "--decisions", "nope").returncode == 3
     assert main(["synth", "--households", "5", "--province", "mars", "--out", str(tmp_path / "m.jsonl")]) == 3
-    assert main(["screen", str(out), "--policy", str(ROOT / "policies/hebei"), "--as-of", "July", "--out",
-                 str(tmp_path / "x.jsonl")]) == 3
+    assert main(["screen", str(out), "--policy", str(ROOT / "policies/hebei"), "--as-of", AS_OF, "--out",
+                 str(tmp_path / "x.jsonl"), "--workers", "0"]) == 3
+    assert main(["screen", str(out), "--policy", str(ROOT / "policies/hebei"), "--as-of", AS_OF, "--out",
+                 str(tmp_path / "w3.jsonl"), "--workers", "3", "--chunk-size", "7", "--no-progress"]) == 0
+    assert main(["screen", str(out), "--policy", str(ROOT / "policies/hebei"), "--as-of", AS_OF, "--out",
+                 str(tmp_path / "w1.jsonl"), "--workers", "1", "--chunk-size", "7", "--no-progress"]) == 0
+    three = (tmp_path / "w3.jsonl").read_text(encoding="utf-8")
+    assert len(three.splitlines()) == 50 and three == (tmp_path / "w1.jsonl").read_text(encoding="utf-8")
 
 
 def test_prefetched_chunks_keep_order_and_raise_the_readers_error_in_place() -> None:
@@ -817,3 +823,65 @@ def test_a_members_table_that_cannot_be_joined_leaves_members_unknown(
 def test_longer_line_finds_exactly_the_lines_over_the_limit(lengths: list[int], limit: int) -> None:
     data = b"\n".join(b"x" * n for n in lengths)
     assert P._longer_line(data, limit) == (max(map(len, data.split(b"\n"))) > limit)
+
+
+def test_screen_gives_the_same_output_errors_and_counts_whatever_the_workers(
+        tmp_path: Path, anhui: pe.Engine) -> None:
+    """Chunks decided side by side (``workers``) change nothing a caller sees: the output rows
+    and their order, the errors in the file's order (the reader's, then a chunk's refused rows,
+    then what the file says at its end), the counts and the roster ids."""
+    lines = [json.dumps(h) for h in P.synth_households(300, "anhui", seed=21)]
+    for k in (3, 40, 41, 177, 299):  # malformed rows spread over many chunks
+        bad = json.loads(lines[k])
+        bad["assets"]["deposits"] = "-1"
+        lines[k] = json.dumps(bad)
+    lines[90] = "{not json"
+    path = tmp_path / "h.jsonl"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    seen = []
+    for workers in (1, 2, 3):
+        out = tmp_path / f"o{workers}.parquet"
+        result = P.screen(anhui, path, out, AS_OF, chunk_size=13, keep_ids=True, workers=workers)
+        seen.append((pl.read_parquet(out), [(e.row, e.column, e.message) for e in result.errors], result.counts,
+                     result.households, result.eligible, result.ids))
+    (table, errors, counts, households, eligible, ids) = seen[0]
+    assert households == 294 and table["row"].to_list() == [n for n in range(1, 301) if n not in (4, 41, 42, 91, 178, 300)]
+    assert [row for row, _, _ in errors] == [4, 41, 42, 91, 178, 300]
+    for other in seen[1:]:
+        assert other[0].equals(table) and other[1:] == (errors, counts, households, eligible, ids)
+
+
+def test_decided_in_order_keeps_the_order_and_raises_where_the_error_is() -> None:
+    import threading
+    import time
+
+    delays = [random.Random(5).random() / 200 for _ in range(12)]
+    running = {"now": 0, "most": 0}
+    lock = threading.Lock()
+
+    def work(k: int) -> int:
+        with lock:
+            running["now"] += 1
+            running["most"] = max(running["most"], running["now"])
+        time.sleep(delays[k])
+        with lock:
+            running["now"] -= 1
+        if k == 9:
+            raise ValueError("chunk 9")
+        return k * k
+
+    for workers in (1, 2, 4):
+        got = []
+        with pytest.raises(ValueError, match="chunk 9"):
+            for value in P._decided_in_order(iter(range(12)), work, workers):
+                got += [value]
+        assert got == [k * k for k in range(9)]  # every chunk before the failing one, in order
+        assert running["most"] <= workers
+        running["most"] = 0
+    assert list(P._decided_in_order(iter(range(5)), lambda k: -k, 3)) == [0, -1, -2, -3, -4]
+
+
+def test_screen_refuses_fewer_than_one_worker(tmp_path: Path, anhui: pe.Engine, synth_file: Path) -> None:
+    with pytest.raises(ValueError, match="at least 1"):
+        P.screen(anhui, synth_file, tmp_path / "o.parquet", AS_OF, workers=0)
+    assert 1 <= P.default_workers() <= 4

@@ -307,10 +307,12 @@ def synth(n: int, province: str, seed: int, out: str) -> None:
               help="current dibao recipients: one household id a line, or CSV household_id[,benefit]")
 @click.option("--chunk-size", default=100_000, show_default=True, type=click.IntRange(min=1),
               help="households decided per batch (bounds memory)")
+@click.option("--workers", default=None, type=click.IntRange(min=1),
+              help="chunks decided at once, each in its own thread  [default: one per core, at most 4]")
 @click.option("--progress/--no-progress", default=True, show_default=True,
               help="progress bar on stderr (only when stderr is a terminal)")
 def screen(input_path: str, policy_path: str, as_of: str, out: str, decisions: str | None, roster: str | None,
-           chunk_size: int, progress: bool) -> None:
+           chunk_size: int, workers: int | None, progress: bool) -> None:
     """Decide every household of INPUT (.jsonl, .parquet or .csv) in chunks and write OUT.
 
     Malformed rows are reported (row:column) and skipped; the others are decided.
@@ -344,7 +346,8 @@ def screen(input_path: str, policy_path: str, as_of: str, out: str, decisions: s
         with bar:
             task = bar.add_task("screen", total=pop.count_rows(input_path) if show else None)
             result = pop.screen(engine, input_path, out, day, wanted, chunk_size,
-                                progress=lambda k: bar.advance(task, k), keep_ids=roster_entries is not None)
+                                progress=lambda k: bar.advance(task, k), keep_ids=roster_entries is not None,
+                                workers=workers)
     except ValueError as exc:  # a file in neither layout: said in one line, not as a usage mistake
         message = str(exc) if str(exc).startswith(input_path) else f"cannot read {input_path}: {exc}"
         click.echo(f"policy-engine: {message}", err=True)

@@ -1207,10 +1207,80 @@ def _jsonl_frame(frame: pl.DataFrame) -> pl.DataFrame:
 _ROSTER_DECISIONS = ("dibao", "tekun")
 
 
+def _chunks_and_errors(path: str | os.PathLike[str], engine: Any, chunk_size: int
+                       ) -> Iterator[tuple[tuple[Any, pl.Series, pl.Series] | None, list[RowError]]]:
+    """`_chunks`, each chunk with the reader's errors found since the previous one; the errors
+    found after the last chunk (e.g. members of no household) come last, with no chunk. The list
+    is the reader's own, so the errors keep the file's order wherever the chunks are decided."""
+    found: list[RowError] = []
+    for chunk in _chunks(path, engine, chunk_size, found):
+        errors, found[:] = list(found), []
+        yield chunk, errors
+    yield None, list(found)
+
+
+def _decide_chunk(engine: Any, chunk: tuple[Any, pl.Series, pl.Series] | None, read_errors: list[RowError],
+                  as_of: dt.date | str, decisions: list[str] | None) -> tuple[pl.DataFrame | None, list[RowError]]:
+    """One chunk of ``screen``: its output table (id, row, outputs), and its errors: the reader's,
+    then those of the rows ``decide`` refuses although their facts are well formed (those rows
+    are left out of the table)."""
+    from .vector import decide_batch
+
+    if chunk is None:
+        return None, read_errors
+    population, ids, rows = chunk
+    refused: list[tuple[int, FactsError]] = []  # well formed, but decide refuses them
+    decided = decide_batch(engine, population, as_of, decisions=decisions, errors=refused)
+    table = pl.concat([pl.DataFrame([ids.alias(ID_COLUMN), rows.alias(ROW_COLUMN)]), decided], how="horizontal")
+    errors = list(read_errors)
+    if refused:  # e.g. a computation beyond 34 digits: that row's error, the others go on
+        for i, exc in sorted(refused, key=lambda r: r[0]):
+            errors.extend(_errors_of(int(rows[i]), ids[i], exc))
+        gone = pl.Series([i for i, _ in refused], dtype=pl.Int64)
+        table = table.filter(pl.int_range(pl.len(), dtype=pl.Int64).is_in(gone.implode()).not_())
+    return table, errors
+
+
+def _decided_in_order(chunks: Iterator[Any], decide: Callable[..., Any], workers: int) -> Iterator[Any]:
+    """``decide(chunk)`` for each chunk, in the chunks' order. With ``workers`` > 1, that many
+    chunks are decided at once in threads (polars computes without the GIL, mostly on one core per
+    query, so chunks decided side by side use more cores); at most ``workers`` chunks are in
+    flight, so memory stays bounded. An error is raised where its chunk's result would have been."""
+    if workers <= 1:
+        for chunk in chunks:
+            yield decide(chunk)
+        return
+    from collections import deque
+    from concurrent.futures import Future, ThreadPoolExecutor
+
+    pending: deque[Future[Any]] = deque()
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="policy-engine-decide") as pool:
+        try:
+            for chunk in chunks:
+                pending.append(pool.submit(decide, chunk))
+                if len(pending) >= workers:
+                    yield pending.popleft().result()
+            while pending:
+                yield pending.popleft().result()
+        finally:
+            for future in pending:
+                future.cancel()
+
+
+def default_workers() -> int:
+    """Chunks ``screen`` decides at once by default: one per core, at most 4 (each holds a chunk)."""
+    return max(1, min(4, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1))
+
+
 def screen(engine: Any, input_path: str | os.PathLike[str], out: str | os.PathLike[str],
            as_of: dt.date | str, decisions: list[str] | None = None, chunk_size: int = 100_000,
-           progress: Callable[[int], None] | None = None, keep_ids: bool = False) -> ScreenResult:
-    """Decide every household of ``input_path`` with ``decide_batch`` and write ``out``."""
+           progress: Callable[[int], None] | None = None, keep_ids: bool = False,
+           workers: int | None = None) -> ScreenResult:
+    """Decide every household of ``input_path`` with ``decide_batch`` and write ``out``.
+
+    ``workers`` chunks are decided at once (default: `default_workers`); the output, its order,
+    the errors and the counts are the same for any number of workers.
+    """
     from .vector import decide_batch
 
     out_kind = format_of(out)
@@ -1219,24 +1289,27 @@ def screen(engine: Any, input_path: str | os.PathLike[str], out: str | os.PathLi
     if Path(out).resolve() == Path(input_path).resolve():
         raise ValueError(f"{os.fspath(input_path)}: the output file is the input file, which screen would "
                          "overwrite while reading it; write the results elsewhere")
+    if workers is None:
+        workers = default_workers()
+    if workers < 1:
+        raise ValueError(f"workers is {workers}: at least 1 chunk must be decided at a time")
     result = ScreenResult()
     start = time.perf_counter()
+
+    def decide(item: tuple[Any, list[RowError]]) -> tuple[pl.DataFrame | None, list[RowError]]:
+        return _decide_chunk(engine, item[0], item[1], as_of, decisions)
+
     with contextlib.ExitStack() as stack:
         tmp = stack.enter_context(tempfile.TemporaryDirectory(dir=Path(out).parent)) \
             if out_kind == "parquet" else None
         handle = stack.enter_context(open(out, "w", encoding="utf-8", newline="\n")) \
             if out_kind == "jsonl" else None
         parts: list[str] = []
-        for population, ids, rows in _prefetched(_chunks(input_path, engine, chunk_size, result.errors)):
-            refused: list[tuple[int, FactsError]] = []  # well formed, but decide refuses them
-            decided = decide_batch(engine, population, as_of, decisions=decisions, errors=refused)
-            table = pl.concat([pl.DataFrame([ids.alias(ID_COLUMN), rows.alias(ROW_COLUMN)]), decided],
-                              how="horizontal")
-            if refused:  # e.g. a computation beyond 34 digits: that row's error, the others go on
-                for i, exc in sorted(refused, key=lambda r: r[0]):
-                    result.errors.extend(_errors_of(int(rows[i]), ids[i], exc))
-                gone = pl.Series([i for i, _ in refused], dtype=pl.Int64)
-                table = table.filter(pl.int_range(pl.len(), dtype=pl.Int64).is_in(gone.implode()).not_())
+        chunks = _prefetched(_chunks_and_errors(input_path, engine, chunk_size))
+        for table, errors in _decided_in_order(chunks, decide, workers):
+            result.errors.extend(errors)  # in the file's order, whatever the workers
+            if table is None:
+                continue
             result.households += table.height
             result.fallback_rows += int(table["_fallback"].sum())
             for column in table.columns:
