@@ -113,3 +113,31 @@ def test_published_schemas_are_current() -> None:
         assert checked_in.read_text(encoding="utf-8") == schemas.text(schema), \
             f"{name} is stale: run python -m policy_engine.schemas"
     json.loads((ROOT / "src" / "policy_engine" / "schemas" / "decision.schema.json").read_text(encoding="utf-8"))
+
+
+def test_one_engine_shared_by_threads_decides_as_it_does_alone() -> None:
+    """``Engine`` is documented as safe to share between threads (``screen --workers`` shares
+    one): threads deciding at once, over more dates than the engine keeps per parameter (1,024,
+    so its caches are cleared while other threads read them), give the decisions of one thread."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from policy_engine.population import synth_households
+
+    engine = pe.load(ROOT / "policies" / "anhui")
+    households = list(synth_households(8, "anhui", seed=4))
+    days = [dt.date(2021, 1, 1) + dt.timedelta(days=k) for k in range(1300)]
+    cases = [(households[k % len(households)], day, k % 3 == 0) for k, day in enumerate(days)]
+
+    def decide(case: tuple[dict[str, object], dt.date, bool]) -> dict[str, object]:
+        facts, day, trace = case
+        decision = engine.decide(facts, day, trace=trace)
+        return decision.to_dict() if trace else {d: (o.status, o.outputs) for d, o in decision.items()}
+
+    alone = [decide(case) for case in cases]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        together = list(pool.map(decide, cases))
+    assert together == alone
+    # each record is its own case's (as_of), and the households do not all come out alike
+    assert [a["as_of"] for a, (_, _, trace) in zip(together, cases) if trace] == [
+        day.isoformat() for _, day, trace in cases if trace]
+    assert len({repr(a) for a, (_, _, trace) in zip(alone, cases) if not trace}) > 1

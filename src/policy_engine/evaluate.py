@@ -351,7 +351,8 @@ class Backend:
 
             def fill(c: Case) -> tuple[Any, tuple[Any, ...]]:
                 value = parameter(c, _FILL)  # raises NotInForce as before (nothing kept then); no event
-                _, dated_value = in_force[c.as_of]
+                # in force on that date (kept by `parameter`, unless another thread cleared the cache)
+                _, dated_value = in_force.get(c.as_of) or find(c.as_of)
                 entry = (value, ("param", name, (), value, dated_value.start, dated_value.provenance))
                 if len(found) >= 1024:
                     found.clear()
@@ -376,14 +377,19 @@ class Backend:
                         return fill(c)[0]
                 result = parameter_plain
 
+        def find(day: dt.date) -> Any:
+            """(index, dated value) in force on ``day`` (the last that covers it), or None."""
+            chosen = None
+            for start, end, index, value in dated:
+                if start <= day and (end is None or day <= end):
+                    chosen = (index, value)
+            return chosen
+
         def parameter(c: Case, m: Any) -> Any:
             try:
                 chosen = in_force[c.as_of]
             except KeyError:
-                chosen = None
-                for start, end, index, value in dated:
-                    if start <= c.as_of and (end is None or c.as_of <= end):
-                        chosen = (index, value)
+                chosen = find(c.as_of)
                 if len(in_force) >= 1024:
                     in_force.clear()
                 in_force[c.as_of] = chosen
