@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import policy_engine as pe
 from policy_engine import evaluate as ev
@@ -255,7 +257,8 @@ def test_events_are_one_tuple_made_on_first_read() -> None:
 
 MONEY_TEXTS = ["0", "0.00", "0.0", " 12.50 ", "12.5\n", "1_000", "-0", "-0.00", "-3", "+4", "1e3", "NaN", "-Infinity",
                "abc", "", " ", "٣", "0.000", "00"]
-RAW_VALUES: list[Any] = [*MONEY_TEXTS, 5, -5, Decimal("2.50"), Decimal(-1), 1.5, 0.1, True, [], {}]
+RAW_VALUES: list[Any] = [*MONEY_TEXTS, 5, -5, Decimal("2.50"), Decimal(-1), 1.5, 0.1, 1e16, 1e-7, 2.5e-310, -0.0, -1.5,
+                         float("nan"), float("inf"), float("-inf"), True, [], {}]
 
 
 @pytest.mark.parametrize("raw", RAW_VALUES, ids=repr)
@@ -320,3 +323,11 @@ def test_paths_of_other_lengths_and_mapping_subclasses() -> None:
     expected = {"a": "a: expected a whole number, not 'x'", "b": "x.y.b: money cannot be negative (-1)",
                 "c": "x.c: expected a number, not 'z'"}
     assert [d.message for d in caught.value.diagnostics] == sorted(expected.values())  # every bad fact
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.floats(allow_nan=True, allow_infinity=True) | st.decimals(allow_nan=True) | st.integers())
+def test_the_fast_money_reader_is_coerce_for_any_number(raw: Any) -> None:
+    """Any JSON or Python number: the reading plan's money reader gives what ``coerce`` gives, or
+    the same error."""
+    test_the_fast_money_reader_is_coerce(raw)

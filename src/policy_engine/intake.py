@@ -404,9 +404,10 @@ def _reader(node: ir.InputNode) -> Reader:
 
         def number(raw: Any, node: ir.InputNode) -> Any:
             t = type(raw)
-            if t is str or t is int or t is Decimal:
+            if t is str or t is int or t is Decimal or t is float:
                 try:
-                    value = Decimal(raw.strip()) if t is str else Decimal(raw)
+                    # a float as its shortest repr, exactly what was typed (as `coerce` reads it)
+                    value = Decimal(raw.strip()) if t is str else Decimal(str(raw)) if t is float else Decimal(raw)
                 except InvalidOperation:
                     return _coerce_checked(raw, node)
                 if value.is_finite() and not (refuse_negative and value < 0):
