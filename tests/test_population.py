@@ -885,3 +885,17 @@ def test_screen_refuses_fewer_than_one_worker(tmp_path: Path, anhui: pe.Engine, 
     with pytest.raises(ValueError, match="at least 1"):
         P.screen(anhui, synth_file, tmp_path / "o.parquet", AS_OF, workers=0)
     assert 1 <= P.default_workers() <= 4
+
+
+def test_default_workers_follow_the_cores_this_process_may_use(monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(64)), raising=False)
+    assert P.default_workers() == 4  # at most 4: each worker holds a chunk in memory
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {3}, raising=False)
+    assert P.default_workers() == 1
+    monkeypatch.delattr(os, "sched_getaffinity", raising=False)  # macOS, Windows
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    assert P.default_workers() == 2
+    monkeypatch.setattr(os, "cpu_count", lambda: None)  # cannot be known
+    assert P.default_workers() == 1
