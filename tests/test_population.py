@@ -421,6 +421,35 @@ def test_prefetched_chunks_keep_order_and_raise_the_readers_error_in_place() -> 
     assert len(pulled) <= 6  # read ahead by at most about one item, then stopped
 
 
+def test_a_consumer_that_stops_while_the_reader_is_done_does_not_hang(tmp_path: Path, synth_file: Path) -> None:
+    """Found by review: the reader's last message ("end", or an error) was put without checking
+    whether the consumer had stopped, so closing the generator after the reader had read
+    everything (a one-chunk file whose deciding failed) waited for the reader forever."""
+    import threading
+    import time
+
+    closed: list[str] = []
+
+    def source() -> Any:
+        try:
+            yield from range(2)
+        finally:
+            closed.append("source")
+
+    items = P._prefetched(source())
+    assert next(items) == 0
+    time.sleep(0.3)  # the reader has read everything: item 1 waits in the box, "end" after it
+    done = threading.Event()
+    threading.Thread(target=lambda: (items.close(), done.set()), daemon=True).start()
+    assert done.wait(10), "closing the reader hung"
+    assert closed == ["source"]
+    assert not [t for t in threading.enumerate() if t.name == "policy-engine-reader"]
+    # the same through screen and the CLI: a decision name it refuses, on a file of one chunk
+    done_cli = _cli("screen", str(synth_file), "--policy", "policies/anhui", "--as-of", AS_OF, "--out",
+                    str(tmp_path / "o.jsonl"), "--decisions", "no_such_decision", "--workers", "1", "--no-progress")
+    assert done_cli.returncode == 3 and "no_such_decision" in done_cli.stderr
+
+
 # --- CSV read column by column (screen) ----------------------------------------------------------
 
 

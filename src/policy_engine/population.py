@@ -875,27 +875,36 @@ def _prefetched(chunks: Iterator[Any]) -> Iterator[Any]:
     """The items of ``chunks``, the next one read in a background thread while the caller works
     on the current one (polars releases the GIL while it reads and converts: on two cores,
     reading chunk k + 1 overlaps deciding chunk k). At most one chunk is read ahead; an error
-    in the reader is raised here, where the item would have been."""
+    in the reader is raised here, where the item would have been. Closing this generator (the
+    caller stopped, or failed) stops the reader, which then closes ``chunks``."""
     import queue
     import threading
 
     box: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=1)
     stop = threading.Event()
 
+    def put(message: tuple[str, Any]) -> bool:
+        """Hand ``message`` over, unless the consumer has stopped (then it is dropped)."""
+        while not stop.is_set():
+            try:
+                box.put(message, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
     def read() -> None:
         try:
             for item in chunks:
-                while not stop.is_set():
-                    try:
-                        box.put(("item", item), timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
+                if not put(("item", item)):
                     return
-            box.put(("end", None))
+            put(("end", None))
         except BaseException as exc:  # noqa: BLE001 - handed to the consumer, which raises it
-            box.put(("error", exc))
+            put(("error", exc))
+        finally:
+            close = getattr(chunks, "close", None)
+            if close is not None:
+                close()  # its files, in this thread, which is the one running it
 
     thread = threading.Thread(target=read, name="policy-engine-reader", daemon=True)
     thread.start()
@@ -1305,8 +1314,10 @@ def screen(engine: Any, input_path: str | os.PathLike[str], out: str | os.PathLi
         handle = stack.enter_context(open(out, "w", encoding="utf-8", newline="\n")) \
             if out_kind == "jsonl" else None
         parts: list[str] = []
-        chunks = _prefetched(_chunks_and_errors(input_path, engine, chunk_size))
-        for table, errors in _decided_in_order(chunks, decide, workers):
+        # closed when screen ends, however it ends: the reader stops and closes the input file
+        chunks = stack.enter_context(contextlib.closing(_prefetched(_chunks_and_errors(input_path, engine, chunk_size))))
+        decided = stack.enter_context(contextlib.closing(_decided_in_order(chunks, decide, workers)))
+        for table, errors in decided:
             result.errors.extend(errors)  # in the file's order, whatever the workers
             if table is None:
                 continue
