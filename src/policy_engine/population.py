@@ -28,7 +28,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -871,7 +871,7 @@ def _chunks(path: str | os.PathLike[str], engine: Any, chunk_size: int, errors: 
     yield from _read_rows(_raw_rows(path, engine, clean=False), engine, chunk_size, errors)
 
 
-def _prefetched(chunks: Iterator[Any]) -> Iterator[Any]:
+def _prefetched(chunks: Iterator[Any]) -> Generator[Any, None, None]:
     """The items of ``chunks``, the next one read in a background thread while the caller works
     on the current one (polars releases the GIL while it reads and converts: on two cores,
     reading chunk k + 1 overlaps deciding chunk k). At most one chunk is read ahead; an error
@@ -1250,7 +1250,7 @@ def _decide_chunk(engine: Any, chunk: tuple[Any, pl.Series, pl.Series] | None, r
     return table, errors
 
 
-def _decided_in_order(chunks: Iterator[Any], decide: Callable[..., Any], workers: int) -> Iterator[Any]:
+def _decided_in_order(chunks: Iterator[Any], decide: Callable[..., Any], workers: int) -> Generator[Any, None, None]:
     """``decide(chunk)`` for each chunk, in the chunks' order. With ``workers`` > 1, that many
     chunks are decided at once in threads (polars computes without the GIL, mostly on one core per
     query, so chunks decided side by side use more cores); at most ``workers`` chunks are in
