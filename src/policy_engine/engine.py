@@ -60,6 +60,8 @@ def _show(value: Any) -> str:
 
 #: "not computed yet" for `Decision`'s optional arguments
 _UNKNOWN = object()
+#: not yet in `Engine._versions` (None is a kept value there: no version in force)
+_UNSEEN: Any = object()
 
 
 class Decision(Mapping[str, Outcome]):
@@ -235,7 +237,9 @@ class Engine:
         events: list[tuple[Any, ...]] | None = [] if trace else None
         case = Case(values, members, day, events)
         case_outcomes, case_fired = case.outcomes, case.fired
-        version = self._versions[day] if day in self._versions else self._version_at(day)
+        version = self._versions.get(day, _UNSEEN)  # one lookup: another thread may clear the dict
+        if version is _UNSEEN:
+            version = self._version_at(day)
         if version is None:  # before (or after) every version of the package
             windows = ", ".join(f"{v.version}: {v.start}..{v.end or ''}" for v in self.policy.versions)
             reason = f"package `{self.policy.id}` has no version in force on {day.isoformat()} ({windows})"
