@@ -627,3 +627,34 @@ def test_a_callers_split_that_misplaces_members_is_refused() -> None:
                       sizes=pl.Series(sizes) if sizes is not None else None)
         with pytest.raises(ValueError, match=message):
             decide_batch(_SD, split, "2023-07-01")
+
+
+def test_the_calling_threads_decimal_context_changes_nothing() -> None:
+    """The batch path and the explanation compute in the evaluator's own contexts: an
+    application that set 6 digits (or a worker thread with Python's default of 28) gets the
+    numbers and the text that the default gives (found by review: a quotient's operands, and the
+    explanation's rounding and margins, used the calling thread's context)."""
+    import decimal
+
+    from tests.helpers import engine_for
+
+    policy = {
+        "inputs": {"a": {"path": "a", "type": "decimal", "label": _L}, "b": {"path": "b", "type": "decimal", "label": _L},
+                   "m": {"path": "m", "type": "money", "label": _L}},
+        "derived": {"r": {"type": "decimal", "label": _L, "expr": "a / b"}},
+        "decisions": {"d": {"label": _L, "cite": "s §1", "outputs": {
+            "r": {"type": "decimal", "label": _L, "expr": "r"},
+            "low": {"type": "boolean", "label": _L, "expr": "m < 700"}}}},
+    }
+    engine = engine_for(policy)
+    cases = [{"a": "123456789012345678.123456789012345678", "b": "3", "m": "1234567890123456789012345678.12"},
+             {"a": "2", "b": "3", "m": "820.5"}]
+    outside = ([decide_batch(engine, [c], "2023-07-01").row(0, named=True) for c in cases],
+               [engine.decide(c, "2023-07-01").explain("en", "full") for c in cases])
+    with decimal.localcontext() as ctx:
+        ctx.prec, ctx.rounding = 6, decimal.ROUND_DOWN
+        inside = ([decide_batch(engine, [c], "2023-07-01").row(0, named=True) for c in cases],
+                  [engine.decide(c, "2023-07-01").explain("en", "full") for c in cases])
+    assert inside == outside
+    assert outside[0][0]["d.r"] == engine.decide(cases[0], "2023-07-01")["d"].r
+    assert "1234567890123456789012345678.12" in outside[1][0]  # shown, not refused

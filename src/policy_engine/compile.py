@@ -22,6 +22,7 @@ from pydantic import ValidationError
 from . import document as doc
 from . import ir
 from .diagnostics import Diagnostic, PolicyError, did_you_mean, make, sort_unique
+from .evaluate import EXACT
 from .expressions import ExpressionError, Resolved, compile_expression, refs_of, table_refs
 from .load import LoadedDocument, Path, load_file
 from .tables import is_identifier, literal_cell, parse_cell
@@ -398,7 +399,7 @@ class _Compiler:
                     # 739 -> 739.00 for display; a value with more places than the unit is never altered
                     places, unit_places = int(converted.as_tuple().exponent), int(self.rounding.unit.as_tuple().exponent)
                     if places > unit_places:
-                        converted = converted.quantize(self.rounding.unit)
+                        converted = converted.quantize(self.rounding.unit, context=EXACT)
                 if converted is _BAD:
                     ok = False
                     self.diags.at(item.document, path, "PE240",

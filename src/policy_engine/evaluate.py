@@ -14,6 +14,9 @@ import datetime as dt
 import operator
 from collections.abc import Callable
 from decimal import (
+    MAX_EMAX,
+    MAX_PREC,
+    MIN_EMIN,
     ROUND_CEILING,
     ROUND_DOWN,
     ROUND_FLOOR,
@@ -32,6 +35,10 @@ from .diagnostics import PolicyError, make
 
 #: The one arithmetic context: independent of the caller's global decimal context.
 CONTEXT = Context(prec=34, rounding=ROUND_HALF_EVEN, traps=[InvalidOperation, DivisionByZero])
+#: Moving a decimal point or adding places exactly (``scaleb``, ``quantize`` to more places),
+#: whatever the digits: the calling thread's context (28 digits by default, or what the
+#: application set) would round a long coefficient, or refuse it.
+EXACT = Context(prec=MAX_PREC, Emax=MAX_EMAX, Emin=MIN_EMIN, rounding=ROUND_HALF_EVEN, traps=[InvalidOperation])
 ROUNDING_MODES = {
     "half_up": ROUND_HALF_UP, "half_even": ROUND_HALF_EVEN, "down": ROUND_DOWN, "up": ROUND_UP,
     "floor": ROUND_FLOOR, "ceiling": ROUND_CEILING,

@@ -10,16 +10,20 @@ from __future__ import annotations
 import copy
 import datetime as dt
 import string
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Any
 
 from . import ir
 from .compile import ENGINE_VERSION
 from .document import UNITS
-from .evaluate import Unknown
+from .evaluate import CONTEXT, Unknown
 
 if TYPE_CHECKING:
     from .engine import Decision
+
+#: the evaluator's rounding and subtraction, for the numbers an explanation shows
+_quantize = CONTEXT.quantize
+_subtract = CONTEXT.subtract
 
 _T = {
     "zh": {
@@ -181,6 +185,23 @@ def _names_for(policy: ir.CompiledPolicy) -> _Names:
     return names
 
 
+def fixed(value: Decimal, unit: Decimal | None) -> str:
+    """``value`` as plain text, to the places of ``unit`` when given (money), rounded as the
+    evaluator rounds (34 digits, independent of the calling thread's decimal context); as given
+    when that rounding would need more than 34 digits."""
+    if unit is not None:
+        try:
+            value = _quantize(value, unit)
+        except InvalidOperation:
+            pass
+    return format(value, "f")
+
+
+def _margin(a: int | Decimal, b: int | Decimal) -> Decimal:
+    """``a - b`` in the evaluator's context (not the calling thread's)."""
+    return _subtract(a if type(a) is Decimal else Decimal(a), b if type(b) is Decimal else Decimal(b))
+
+
 def fmt(value: Any, kind: str, lang: str, rounding: ir.Rounding | None = None) -> str:
     t = _T[lang]
     if isinstance(value, Unknown):
@@ -192,10 +213,7 @@ def fmt(value: Any, kind: str, lang: str, rounding: ir.Rounding | None = None) -
     if value is False:
         return t["false"]
     if isinstance(value, Decimal):
-        if kind == "money" and rounding is not None:
-            value = value.quantize(rounding.unit)
-        text = format(value, "f")
-        return text
+        return fixed(value, rounding.unit if kind == "money" and rounding is not None else None)
     if isinstance(value, dt.date):
         return value.isoformat()
     if isinstance(value, (list, tuple)):
@@ -364,9 +382,7 @@ class _Plan:
         """`_Names.show`, with the common types first."""
         tp = type(value)
         if tp is Decimal:
-            if kind == "money" and self.quantum is not None:
-                value = value.quantize(self.quantum)
-            return format(value, "f")
+            return fixed(value, self.quantum if kind == "money" else None)
         if tp is str:
             labels = self.enums.get(name)
             if labels is None:
@@ -394,9 +410,7 @@ class _Plan:
     def fmt(self, value: Any, kind: str) -> str:
         """`fmt`, with a Decimal first."""
         if type(value) is Decimal:
-            if kind == "money" and self.quantum is not None:
-                value = value.quantize(self.quantum)
-            return format(value, "f")
+            return fixed(value, self.quantum if kind == "money" else None)
         return fmt(value, kind, self.lang, self.rounding)
 
     def label(self, name: str) -> str:
@@ -512,8 +526,7 @@ class _Plan:
         actual_text = self.show(actual, column, kind) + (unit if actual is not None else "")
         if ordered and isinstance(actual, (int, Decimal)) and isinstance(a, (int, Decimal)):
             t = self.t
-            diff = (actual if type(actual) is Decimal else Decimal(actual)) - \
-                (a if type(a) is Decimal else Decimal(a))
+            diff = _margin(actual, a)
             rel = t["above"] if diff > 0 else t["below"] if diff < 0 else t["equal"]
             limit = self.fmt(a, kind) + limit_unit
             if passed is True:
@@ -585,7 +598,7 @@ class _Plan:
         if not isinstance(a, (int, Decimal)) or not isinstance(b, (int, Decimal)) or isinstance(a, bool):
             return ""
         t = self.t
-        diff = (a if type(a) is Decimal else Decimal(a)) - (b if type(b) is Decimal else Decimal(b))
+        diff = _margin(a, b)
         rel = t["above"] if diff > 0 else t["below"] if diff < 0 else t["equal"]
         amount = self.fmt(abs(diff), kind) + unit
         margin = "" if diff == 0 else (" " + amount if self.lang == "zh" else
@@ -852,8 +865,7 @@ def _trace(plan: _Plan, events: tuple[tuple[Any, ...], ...], values: dict[str, A
             value = e[3]
             m = e[2]
             if type(value) is Decimal:  # `_Plan.show`, inline
-                quantum = parts[5]
-                text = format(value if quantum is None else value.quantize(quantum), "f")
+                text = fixed(value, parts[5])
                 tail = parts[2]
             else:
                 text = show(value, name, parts[4])

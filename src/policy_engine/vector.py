@@ -44,7 +44,7 @@ import polars as pl
 
 from . import ir
 from .diagnostics import Diagnostic, FactsError, make
-from .evaluate import CONTEXT
+from .evaluate import CONTEXT, EXACT
 from .intake import (
     _SIGNED_MONEY,
     DECIMAL_DIGITS,
@@ -265,10 +265,6 @@ def _python_date(value: pl.Expr) -> pl.Expr:
     return pl.when((year >= 1) & (year <= 9999)).then(value)
 
 
-def _to_decimal(raw: Any, scale: int) -> Decimal | None:
-    if raw is None:
-        return None
-    return Decimal(raw).scaleb(-scale, context=CONTEXT) if scale else Decimal(raw)
 
 
 def _with(df: pl.DataFrame, columns: list[pl.Expr]) -> pl.DataFrame:
@@ -337,7 +333,7 @@ class Scope:
                 bad.append(False)
                 continue
             scaled = q.scaleb(scale, context=CONTEXT)
-            whole = scaled.to_integral_value(rounding=ROUND_FLOOR)
+            whole = scaled.to_integral_value(rounding=ROUND_FLOOR, context=CONTEXT)
             raw.append(int(whole))
             bad.append(whole != scaled or abs(whole) >= 10 ** 37)
         name = self.fresh("div")
@@ -355,7 +351,8 @@ class Scope:
                 out.append(None)
                 continue
             try:
-                out.append(CONTEXT.divide(Decimal(x).scaleb(-a.scale), Decimal(y).scaleb(-b.scale)))
+                out.append(CONTEXT.divide(Decimal(x).scaleb(-a.scale, context=EXACT),
+                                          Decimal(y).scaleb(-b.scale, context=EXACT)))
             except (DivisionByZero, InvalidOperation):
                 out.append(None)  # FEEL: division by zero is null
         return out, _or(a.unk, b.unk), _or(a.fb, b.fb)
@@ -605,7 +602,7 @@ class Batch:
 
         def encode(value: Any) -> Any:
             if kind == "num":
-                return None if value is None else int(Decimal(value).scaleb(scale))
+                return None if value is None else int(Decimal(value).scaleb(scale, context=EXACT))
             return value
 
         dtype = {"num": I128, "bool": pl.Boolean, "date": pl.Date, "str": pl.String}.get(kind)
@@ -875,7 +872,7 @@ class Batch:
                 prio = table.priorities[j] if j < len(table.priorities) else ()
                 v = outs[k][j]
                 if v.kind == "num":
-                    cases = [(int(Decimal(p).scaleb(v.scale)), n) for n, p in enumerate(prio)
+                    cases = [(int(Decimal(p).scaleb(v.scale, context=EXACT)), n) for n, p in enumerate(prio)
                              if isinstance(p, (int, Decimal)) and not isinstance(p, bool)]
                 elif v.kind in ("str", "bool"):
                     cases = [(p, n) for n, p in enumerate(prio)]
@@ -1075,7 +1072,7 @@ class Batch:
             exponent = value.as_tuple().exponent
             assert isinstance(exponent, int)
             scale = max(0, -exponent)
-            raw = int(value.scaleb(scale))
+            raw = int(value.scaleb(scale, context=EXACT))
             return _with_bounds(V("num", _lit_int(raw), scale=scale), (raw, raw))
         if isinstance(value, str):
             return V("str", pl.lit(value, dtype=pl.String))
@@ -1573,7 +1570,7 @@ def _num_column(series: pl.Series) -> tuple[pl.Series, int]:
         # floats and text: exactly what was typed (a float's shortest repr), as the scalar intake reads it
         values = [None if v is None else Decimal(str(v).strip()) for v in series.to_list()]
         scale = _scale_of(values)
-        raw = pl.Series(series.name, [None if v is None else int(v.scaleb(scale)) for v in values], dtype=I128)
+        raw = pl.Series(series.name, [None if v is None else int(v.scaleb(scale, context=EXACT)) for v in values], dtype=I128)
     narrow = raw.cast(I64, strict=False)  # a value outside Int64 becomes null
     if narrow.null_count() == raw.null_count() and _narrow(_column_bounds(narrow)):
         return narrow, scale
