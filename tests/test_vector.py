@@ -658,3 +658,24 @@ def test_the_calling_threads_decimal_context_changes_nothing() -> None:
     assert inside == outside
     assert outside[0][0]["d.r"] == engine.decide(cases[0], "2023-07-01")["d"].r
     assert "1234567890123456789012345678.12" in outside[1][0]  # shown, not refused
+
+
+def test_a_decision_not_in_force_beside_rows_the_scalar_path_decides() -> None:
+    """Found by review: on a date where one decision is not in force, a row sent to the scalar
+    path for another decision raised KeyError instead of being decided."""
+    from policy_engine.population import synth_households
+
+    facts = list(synth_households(3, "anhui", seed=7))
+    facts[0]["members"][0]["income"]["wages"] = "999999999999999999.999999999999999999"  # beyond 34 digits when summed
+    for day in ("2022-01-01", "2023-07-01"):
+        table = decide_batch(HUAIYUAN, facts, day)
+        statuses = set()
+        for i, case in enumerate(facts):
+            row = table.row(i, named=True)
+            for did, outcome in HUAIYUAN.decide(case, day).items():
+                assert row[f"{did}.status"] == outcome.status, (day, i, did)
+                assert row[f"{did}.fired_rows"] == list(outcome.fired_rows)
+                statuses.add(outcome.status)
+        assert table["_fallback"].any()
+        if day == "2022-01-01":
+            assert "not_in_force" in statuses

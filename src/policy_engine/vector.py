@@ -1889,6 +1889,9 @@ def _run(engine: Any, population: pl.DataFrame | Split, day: dt.date, entity: st
             specs.append((node, outs))
             continue
         if status == "not_in_force":
+            # the same on every row: a row sent to the scalar path for another decision need not
+            # decide this one again (unless its facts are there only, `scalar` below)
+            per_decision[node.id] = pl.repeat(False, n, dtype=pl.Boolean, eager=True)
             columns.append(pl.Series(f"{node.id}.status", ["not_in_force"] * n, dtype=pl.String))
             outs = [(o.short, _out_kind(o), 0) for o in node.outputs]
             for short, kind, _ in outs:
