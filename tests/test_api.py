@@ -141,3 +141,25 @@ def test_one_engine_shared_by_threads_decides_as_it_does_alone() -> None:
     assert [a["as_of"] for a, (_, _, trace) in zip(together, cases) if trace] == [
         day.isoformat() for _, day, trace in cases if trace]
     assert len({repr(a) for a, (_, _, trace) in zip(alone, cases) if not trace}) > 1
+
+
+def test_a_trace_recorded_later_is_that_of_the_decision_made() -> None:
+    """``trace=False`` records the trace when it is first read: of the decisions that were
+    asked for, on the facts as they were read (found by review: it re-ran every decision of the
+    entity, on the caller's dict as changed since)."""
+    import copy
+
+    import yaml
+
+    engine = pe.load(ROOT / "policies" / "anhui" / "bengbu" / "huaiyuan")
+    facts = yaml.safe_load((ROOT / "examples" / "anhui_household.yaml").read_text(encoding="utf-8"))
+    for decisions in (["dibao"], ["tekun", "dibao"], None):
+        traced = engine.decide(copy.deepcopy(facts), "2023-07-01", decisions=decisions, trace=True)
+        given = copy.deepcopy(facts)
+        later = engine.decide(given, "2023-07-01", decisions=decisions, trace=False)
+        given["members"][0]["income"]["wages"] = "99999"  # the caller reuses its dict
+        given["assets"].clear()
+        assert later.to_dict() == traced.to_dict()
+        assert later.explain("zh", "full") == traced.explain("zh", "full")
+        tables = {e[1] for e in later.events if e[0] == "fired"}
+        assert tables <= set(later) | {d.name for d in engine.policy.derived}

@@ -67,12 +67,14 @@ _UNSEEN: Any = object()
 class Decision(Mapping[str, Outcome]):
     """Every decision of one entity for one case, as of one date. A value, not an error."""
 
-    def __init__(self, engine: Engine, facts: Any, as_of: dt.date, entity: str,
-                 outcomes: dict[str, Outcome], events: tuple[tuple[Any, ...], ...] | list[tuple[Any, ...]] | None,
+    def __init__(self, engine: Engine, read: tuple[dict[str, Any], list[dict[str, Any]] | None], as_of: dt.date,
+                 entity: str, outcomes: dict[str, Outcome],
+                 events: tuple[tuple[Any, ...], ...] | list[tuple[Any, ...]] | None,
                  version: ir.Version | None | object = _UNKNOWN, status: str | None = None):
-        # `version` and `status`, when given, are those computed below (`Engine.decide` has them)
+        # `read`: the facts as the engine read them (its own dicts, not the caller's, which may
+        # change later); `version` and `status`, when given, are those computed below
         self._engine = engine
-        self._facts = facts
+        self._read = read
         self.as_of = as_of
         self.entity = entity
         self._outcomes = outcomes
@@ -109,8 +111,10 @@ class Decision(Mapping[str, Outcome]):
     def events(self) -> tuple[tuple[Any, ...], ...]:
         """The trace; recorded now if the decision was made with ``trace=False``."""
         events = self._events
-        if events is None:
-            recorded = self._engine.decide(self._facts, self.as_of, self.entity, trace=True).events
+        if events is None:  # the same facts (as read) and decisions, traced
+            values, members = self._read
+            wanted = self._engine.select(self.entity, list(self._outcomes))
+            recorded = self._engine._decide_read(values, members, self.as_of, self.entity, wanted, True).events
         elif type(events) is list:  # as `Engine.decide` recorded it: made a tuple once, when first read
             recorded = tuple(events)
         else:
@@ -232,6 +236,11 @@ class Engine:
         if reader is None:
             reader = self._readers[entity] = facts_reader(self.policy.inputs, entity)
         values, members = reader(facts)
+        return self._decide_read(values, members, day, entity, wanted, trace)
+
+    def _decide_read(self, values: dict[str, Any], members: list[dict[str, Any]] | None, day: dt.date, entity: str,
+                     wanted: Any, trace: bool) -> Decision:
+        """``decide`` on facts already read (``intake.read_facts``), for the decisions ``wanted``."""
         backend = self._backends.get(trace)
         runners = (backend if backend is not None else self._backend(trace)).runners
         events: list[tuple[Any, ...]] | None = [] if trace else None
@@ -284,7 +293,7 @@ class Engine:
                                         detail if status == "not_in_force" else None, node.label,
                                         tuple(cites) or node.cites, fired)
         # the events list is this case's own: `Decision.events` makes it a tuple when first read
-        return Decision(self, facts, day, entity, outcomes, events, version, decision_status)
+        return Decision(self, (values, members), day, entity, outcomes, events, version, decision_status)
 
     def decide_batch(self, population: Any, as_of: dt.date | str, decisions: list[str] | None = None,
                      entity: str = "household") -> Any:
