@@ -95,3 +95,14 @@ def test_catalogue_lists_parameters_with_value_and_provenance() -> None:
     assert params["deduction_rate"]["value"]["values"] == "0.2"
     assert [d["id"] for d in catalogue["decisions"]] == ["dibao"]
     assert catalogue["policy"]["chain"] == ["demo", "demo-county"]
+
+
+@pytest.mark.parametrize("lang", ["zh", "en"])
+def test_a_clause_the_fired_rule_cites_is_not_cited_again(lang: str) -> None:
+    """Found by review: a decision citing 46号 §二 with the clause's text quoted, and a rule
+    citing 46号 §二 without it, gave two identical basis lines."""
+    engine = pe.load(Path(__file__).parents[1] / "policies" / "anhui" / "bengbu" / "huaiyuan")
+    decision = engine.decide({"current_benefits": {"receiving_dibao": False}}, "2023-07-01",
+                             decisions=["graduated_exit"])
+    text = decision.explain(lang, "summary")
+    assert text.count("46号 §二") == 1, text

@@ -648,14 +648,15 @@ class _Plan:
         return parts
 
     def basis_needed(self, decision_id: str, cites: frozenset[ir.Cite], fired_rows: tuple[int, ...]) -> bool:
-        """Whether some of a decision's `cites` are not among those of the rows that fired."""
+        """Whether some of a decision's `cites` are not among those of the rows that fired, as
+        shown (document and clause: a cite that also quotes the clause's text is the same line)."""
         key = (decision_id, fired_rows)
         needed = self.bases.get(key)
         if needed is None:
-            shown: set[ir.Cite] = set()
+            shown: set[str] = set()
             for index in fired_rows:
-                shown.update(self.row(decision_id, index)[7])
-            needed = not cites <= shown
+                shown.update(c.render() for c in self.row(decision_id, index)[7])
+            needed = not {c.render() for c in cites} <= shown
             if len(self.bases) >= 4096:
                 self.bases.clear()
             self.bases[key] = needed
