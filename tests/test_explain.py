@@ -106,3 +106,27 @@ def test_a_clause_the_fired_rule_cites_is_not_cited_again(lang: str) -> None:
                              decisions=["graduated_exit"])
     text = decision.explain(lang, "summary")
     assert text.count("46号 §二") == 1, text
+
+
+@pytest.mark.parametrize("lang", ["zh", "en"])
+def test_an_explanation_shows_the_values_used_not_rounded_ones(lang: str) -> None:
+    """Found by review: a fact with more places than the rounding unit was rounded for display
+    (half-even, whatever the package declared), so a failed ``< limit`` read "10000.50 is above
+    10000.50 by 0.00"."""
+    from tests.helpers import engine_for
+
+    engine = engine_for({
+        "inputs": {"fund": {"path": "fund", "type": "money", "label": {"zh": "备用金", "en": "fund"}}},
+        "parameters": {"limit": {"type": "money", "label": {"zh": "限额", "en": "limit"}, "provenance": "illustrative",
+                                 "values": {"2020-01-01": "10000.50"}}},
+        "decisions": {"small": {"label": {"zh": "小额", "en": "small"}, "cite": "s §1", "type": "boolean",
+                                "table": {"hit": "F", "inputs": ["fund"], "outputs": ["value"], "rows": [
+                                    {"id": "below", "when": ["< limit"], "then": [True]},
+                                    {"id": "other", "when": ["-"], "then": [False]}]}}},
+    })
+    above = engine.decide({"fund": "10000.505"}, "2023-07-01").explain(lang, "fails")
+    assert "10000.505" in above and "0.005" in above and "0.00 " not in above, above
+    below = engine.decide({"fund": "10000.495"}, "2023-07-01").explain(lang, "full")
+    assert "10000.495" in below and "10000.50" in below, below
+    padded = engine.decide({"fund": "10000.5"}, "2023-07-01").explain(lang, "fails")
+    assert "10000.50" in padded and "10000.5 " not in padded, padded  # padded to the unit

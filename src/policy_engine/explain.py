@@ -186,14 +186,16 @@ def _names_for(policy: ir.CompiledPolicy) -> _Names:
 
 
 def fixed(value: Decimal, unit: Decimal | None) -> str:
-    """``value`` as plain text, to the places of ``unit`` when given (money), rounded as the
-    evaluator rounds (34 digits, independent of the calling thread's decimal context); as given
-    when that rounding would need more than 34 digits."""
+    """``value`` as plain text, with at least the places of ``unit`` when given (money: 739 ->
+    739.00). Never rounded: an explanation shows the value that was used, so a fact with more
+    places than the unit (10000.495) is shown as given, and so is its margin (0.005, not 0.00)."""
     if unit is not None:
         try:
-            value = _quantize(value, unit)
-        except InvalidOperation:
-            pass
+            padded = _quantize(value, unit)  # in the evaluator's context, not the calling thread's
+        except InvalidOperation:  # more than 34 digits at the unit's places
+            padded = value
+        if padded == value:
+            value = padded
     return format(value, "f")
 
 
