@@ -130,3 +130,14 @@ def test_an_explanation_shows_the_values_used_not_rounded_ones(lang: str) -> Non
     assert "10000.495" in below and "10000.50" in below, below
     padded = engine.decide({"fund": "10000.5"}, "2023-07-01").explain(lang, "fails")
     assert "10000.50" in padded and "10000.5 " not in padded, padded  # padded to the unit
+
+
+def test_a_null_value_is_shown_without_a_unit() -> None:
+    """Found by review: ``max`` over no member (null) read "= none activities" in the trace."""
+    from policy_engine.population import synth_households
+
+    engine = pe.load(Path(__file__).parents[1] / "policies" / "anhui" / "bengbu" / "huaiyuan")
+    texts = [engine.decide(h, "2023-07-01").explain("en", "full") for h in synth_households(40, "anhui", seed=3)]
+    nulls = [line for text in texts for line in text.splitlines() if "= none" in line]
+    assert nulls  # such households are among these
+    assert not [line for line in nulls if " = none activities" in line or "= none yuan" in line], nulls[:3]

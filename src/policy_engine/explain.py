@@ -872,7 +872,7 @@ def _trace(plan: _Plan, events: tuple[tuple[Any, ...], ...], values: dict[str, A
                 tail = parts[2]
             else:
                 text = show(value, name, parts[4])
-                tail = parts[3] if isinstance(value, Unknown) else parts[2]
+                tail = parts[3] if value is None or isinstance(value, Unknown) else parts[2]
             add(parts[0] + ("" if m is None else f"[{m}]") + parts[1] + text + tail)
         elif what == "param":
             key = (e[1], e[2], e[4])
@@ -899,7 +899,7 @@ def _trace(plan: _Plan, events: tuple[tuple[Any, ...], ...], values: dict[str, A
             parts = heads.get(("output", name, e[1])) or plan.head("output", name, e[1])
             value = e[3]
             add(parts[0] + parts[1] + show(value, name, parts[4])
-                + (parts[3] if isinstance(value, Unknown) else parts[2]))
+                + (parts[3] if value is None or isinstance(value, Unknown) else parts[2]))
 
 
 # --- the JSON record ------------------------------------------------------------------------
