@@ -141,3 +141,27 @@ def test_a_null_value_is_shown_without_a_unit() -> None:
     nulls = [line for text in texts for line in text.splitlines() if "= none" in line]
     assert nulls  # such households are among these
     assert not [line for line in nulls if " = none activities" in line or "= none yuan" in line], nulls[:3]
+
+
+def test_not_in_force_reasons_are_given_in_the_language_asked_for() -> None:
+    """Found by review: a Chinese explanation gave the engine's English reason (``package
+    `anhui` has no version in force on …``). Each kind of reason the engine gives, in both."""
+    policies = Path(__file__).parents[1] / "policies"
+    anhui, huaiyuan = pe.load(policies / "anhui"), pe.load(policies / "anhui" / "bengbu" / "huaiyuan")
+    small = pe.load(FIXTURE)
+    cases = [
+        (anhui.decide({}, "2019-01-01"), "dibao", "没有生效的版本"),  # before every version of the package
+        (huaiyuan.decide({}, "2028-01-01", decisions=["graduated_exit"]), "graduated_exit", "施行期为"),  # its window
+        (small.decide({"area_type": "urban", "assets": {"deposits": 0}, "members": [{"income": {"wages": 0}}]},
+                      "2022-03-01"), "dibao", "没有生效的取值"),  # before a parameter's first value
+    ]
+    # a household for whose care setting the care standard has no value (found by test_vector)
+    facts = json.loads((Path(__file__).parent / "fixtures" / "households" /
+                        "huaiyuan-tekun-care-key-not-in-force-2024.json").read_text(encoding="utf-8"))
+    cases.append((huaiyuan.decide(facts, "2024-07-01"), "tekun", "」为「"))
+    for decision, did, words in cases:
+        outcome = decision[did]
+        assert outcome.status == "not_in_force"
+        zh, en = decision.explain("zh", "summary"), decision.explain("en", "summary")
+        assert outcome.reason in en and words in zh, zh
+        assert outcome.reason not in zh and "in force" not in zh and "`" not in zh, zh

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
+import re
 import string
+from collections.abc import Callable
 from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Any
 
@@ -791,7 +793,9 @@ def render(decision: Decision, lang: str = "zh", level: str = "summary") -> str:
         label, outputs, mine, all_owners, node_cites, basis, with_formula, table = plan.decision(decision_id)
         if outcome.status == "not_in_force":
             add(f"{label}{colon}{t['not_in_force']}{period}")
-            add("  " + t["not_in_force_reason"].format(day=decision.as_of.isoformat(), reason=outcome.reason))
+            reason = outcome.reason or ""
+            add("  " + t["not_in_force_reason"].format(day=decision.as_of.isoformat(),
+                                                      reason=_reason_zh(reason, plan) if lang == "zh" else reason))
             if outcome.cites:
                 add("  " + t["basis"].format(cites=_cites_lang(outcome.cites, lang)) + period)
             continue
@@ -851,6 +855,41 @@ def render(decision: Decision, lang: str = "zh", level: str = "summary") -> str:
         add(plan.trace_title)
         _trace(plan, events, values, memo, add)
     return "\n".join(lines)
+
+
+#: the reasons the engine gives for "not in force" (engine.py, evaluate.py), and their Chinese
+_REASONS_ZH: tuple[tuple[re.Pattern[str], Callable[[re.Match[str], _Plan], str]], ...] = (
+    (re.compile(r"package `(?P<id>[^`]+)` has no version in force on (?P<day>\S+) \((?P<windows>.*)\)"),
+     lambda m, plan: f"政策包「{m['id']}」在 {m['day']} 没有生效的版本（各版本施行期：{m['windows']}）"),
+    (re.compile(r"not in force on (?P<day>\S+) \(in force (?P<start>\S+) to (?P<end>\S+)\)"),
+     lambda m, plan: f"施行期为 {m['start']} 至 {m['end']}" if m["end"] != "open" else f"自 {m['start']} 起施行"),
+    (re.compile(r"parameter `(?P<name>[^`]+)` has no value in force on (?P<day>\S+) \(values start (?P<first>\S+)\)"),
+     lambda m, plan: f"参数「{plan.label(m['name'])}」在 {m['day']} 没有生效的取值"
+                     + (f"（最早的取值自 {m['first']} 起）" if m["first"] != "ever" else "（没有任何取值）")),
+    (re.compile(r"parameter `(?P<name>[^`]+)` has no value for (?P<key>.+) on (?P<day>\S+)"),
+     lambda m, plan: f"参数「{plan.label(m['name'])}」在 {m['day']} 没有{_key_zh(m['key'], plan)}的取值"),
+)
+
+
+def _key_zh(key: str, plan: _Plan) -> str:
+    """``tekun_care_setting = institutional, tekun_self_care_level = None`` (a parameter's key,
+    as the engine's reason gives it) in labels: 「特困人员供养方式」为「集中供养」、…"""
+    words = []
+    for item in key.split(", "):
+        name, _, value = item.partition(" = ")
+        shown = (plan.t["null"] if value == "None" else plan.t[value] if value in ("true", "false")
+                 else plan.show(value, name, plan.kind(name)))
+        words.append(f"「{plan.label(name)}」为「{shown}」")
+    return "、".join(words)
+
+
+def _reason_zh(reason: str, plan: _Plan) -> str:
+    """A "not in force" reason in Chinese (the English one, as given, if it is not one of ours)."""
+    for pattern, words in _REASONS_ZH:
+        m = pattern.fullmatch(reason)
+        if m is not None:
+            return words(m, plan)
+    return reason
 
 
 def _trace(plan: _Plan, events: tuple[tuple[Any, ...], ...], values: dict[str, Any],
