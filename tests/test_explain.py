@@ -165,3 +165,51 @@ def test_not_in_force_reasons_are_given_in_the_language_asked_for() -> None:
         zh, en = decision.explain("zh", "summary"), decision.explain("en", "summary")
         assert outcome.reason in en and words in zh, zh
         assert outcome.reason not in zh and "in force" not in zh and "`" not in zh, zh
+
+
+def test_a_cell_is_said_in_labels_not_in_the_policys_syntax() -> None:
+    """Found by review: a failed condition quoted the cell as written in YAML (``>=
+    graduated_exit_months_max``, ``"medical", "sudden_illness"``); it is now said in labels."""
+    import re
+
+    from policy_engine.population import synth_households
+
+    engine = pe.load(Path(__file__).parents[1] / "policies" / "anhui" / "bengbu" / "huaiyuan")
+    quoted = {"zh": re.compile(r"满足「([^」]*)」"), "en": re.compile(r'so "([^"]*)" (?:does not hold|holds)')}
+    seen = {"zh": set(), "en": set()}
+    for facts in synth_households(150, "anhui", seed=5):
+        decision = engine.decide(facts, "2023-07-01")
+        for lang, pattern in quoted.items():
+            seen[lang].update(pattern.findall(decision.explain(lang, "full")))
+    for lang, cells in seen.items():
+        assert len(cells) >= 5, cells
+        assert not [c for c in cells if re.search(r"[a-z]+_[a-z]+|\"", c)], cells  # no identifiers, no quotes
+    assert "医疗支出 或 突发重大疾病" in seen["zh"] or "≥ 渐退期最长月数" in seen["zh"], seen["zh"]
+
+
+@pytest.mark.parametrize(("cell", "zh", "en"), [
+    ("[3000..6000)", "[3000.00 元, 6000.00 元)", "[3000.00 yuan, 6000.00 yuan)"),
+    ("]0..1]", "(0.00 元, 1.00 元]", "(0.00 yuan, 1.00 yuan]"),
+    ("not(< 10, > 20)", "非（< 10.00 元 或 > 20.00 元）", "not (< 10.00 yuan or > 20.00 yuan)"),
+    (">= limit", "≥ 限额", "≥ limit"),
+    ("null", "无", "none"),
+])
+def test_cell_words(cell: str, zh: str, en: str) -> None:
+    from tests.helpers import engine_for
+
+    engine = engine_for({
+        "inputs": {"fund": {"path": "fund", "type": "money", "unit": "yuan", "label": {"zh": "备用金", "en": "fund"}}},
+        "parameters": {"limit": {"type": "money", "label": {"zh": "限额", "en": "limit"}, "provenance": "illustrative",
+                                 "values": {"2020-01-01": "100"}}},
+        "decisions": {"ok": {"label": {"zh": "检查", "en": "check"}, "cite": "s §1", "type": "boolean",
+                             "table": {"hit": "F", "inputs": ["fund"], "outputs": ["value"], "rows": [
+                                 {"id": "asked", "when": [cell], "then": [True]},
+                                 {"id": "other", "when": ["-"], "then": [False]}]}}},
+    })
+    from policy_engine.explain import _plan_for
+
+    table = engine.policy.decisions[0].table
+    assert table is not None
+    for lang, want in (("zh", zh), ("en", en)):
+        plan = _plan_for(engine.policy, lang)
+        assert plan.cell_words(table.rows[0].tests[0], "fund", "money", plan.unit("fund")) == want

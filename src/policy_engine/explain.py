@@ -525,7 +525,7 @@ class _Plan:
         fixed = self.cells.get((owner, index, col))
         if fixed is None:
             fixed = self.cells[(owner, index, col)] = self._cell(owner, index, col)
-        left, column, kind, unit, test, ordered, right, limit_unit, expected = fixed
+        left, column, kind, unit, asked, ordered, right, limit_unit, expected = fixed
         p = self.p
         actual_text = self.show(actual, column, kind) + (unit if actual is not None else "")
         if ordered and isinstance(actual, (int, Decimal)) and isinstance(a, (int, Decimal)):
@@ -542,7 +542,7 @@ class _Plan:
                                               p["margin"][0] + amount + p["margin"][1])
                 q = p["fail_cmp"]
                 text = (q[0] + left + q[1] + actual_text + q[2] + rel + q[3] + right + q[4] + limit + q[5]
-                        + margin + q[6] + test.text + q[7])
+                        + margin + q[6] + asked + q[7])
         elif expected is not None:
             detail = self.detail(column, values, memo) if column else ""
             if passed is True:
@@ -553,7 +553,7 @@ class _Plan:
                 text = q[0] + left + q[1] + actual_text + q[2] + expected + q[3] + detail
         else:
             q = p["pass_generic" if passed is True else "fail_generic"]
-            text = q[0] + left + q[1] + actual_text + q[2] + test.text + q[3]
+            text = q[0] + left + q[1] + actual_text + q[2] + asked + q[3]
         memo[key] = text
         return text
 
@@ -579,7 +579,39 @@ class _Plan:
         expected = None
         if test.kind == "compare" and test.op == "==" and isinstance(test.a, ir.Const):
             expected = self.show(test.a.value, column, kind)
-        return (left, column, kind, unit, test, ordered, right, limit_unit, expected)
+        return (left, column, kind, unit, self.cell_words(test, column, kind, unit), ordered, right, limit_unit,
+                expected)
+
+    def cell_words(self, test: ir.Test, column: str | None, kind: str, unit: str) -> str:
+        """What a cell asks, in labels: ``< standard`` -> "< 低保标准", ``"medical","sudden_illness"``
+        -> "医疗支出 或 突发疾病", ``[3000..6000)`` -> "[3000.00 元/月, 6000.00 元/月)"."""
+        def value(e: ir.Expr | None) -> str:
+            if isinstance(e, ir.Const):
+                v = e.value
+                known = v is not None and not isinstance(v, bool)
+                if kind == "money" and known and isinstance(v, int):
+                    v = Decimal(v)  # 3000 -> 3000.00, as money is shown
+                return self.show(v, column, kind) + (unit if known and kind in ("money", "decimal", "integer") else "")
+            if isinstance(e, ir.Ref):
+                return self.label(e.name)
+            return formula(self.names, e, self.lang)
+
+        def words(t: ir.Test) -> str:
+            if t.kind == "any":
+                return "-"
+            if t.kind == "null":
+                return self.t["null"]
+            if t.kind == "compare":
+                return ("" if t.op == "==" else _OPS[t.op or "=="].lstrip()) + value(t.a)
+            if t.kind == "range":
+                return ("[" if t.low_closed else "(") + value(t.a) + ", " + value(t.b) + ("]" if t.high_closed else ")")
+            either = " 或 " if self.lang == "zh" else " or "
+            inner = either.join(words(sub) for sub in t.tests)
+            if t.kind == "not":
+                return ("非（" + inner + "）") if self.lang == "zh" else ("not (" + inner + ")")
+            return inner
+
+        return words(test)
 
     def detail(self, name: str, values: dict[str, Any], memo: dict[Any, Any]) -> str:
         """For a yes/no value defined as a comparison of two numbers, the numbers and the margin
