@@ -331,3 +331,28 @@ def test_the_fast_money_reader_is_coerce_for_any_number(raw: Any) -> None:
     """Any JSON or Python number: the reading plan's money reader gives what ``coerce`` gives, or
     the same error."""
     test_the_fast_money_reader_is_coerce(raw)
+
+
+@pytest.mark.parametrize(("expr", "facts", "want"), [
+    ("n ** -1", {"n": 3}, CONTEXT.divide(Decimal(1), Decimal(3))),
+    ("n ** -2", {"n": -2}, Decimal("0.25")),
+    ("n ** -1", {"n": 0}, None),  # as 1 / 0
+    ("a ** -1", {"a": "0"}, None),
+    ("a ** 0", {"a": "0"}, Decimal(1)),
+    ("n ** 0", {"n": 0}, 1),
+    ("a ** 2", {"a": "1.5"}, Decimal("2.25")),
+])
+def test_powers_are_exact_decimals(expr: str, facts: dict[str, Any], want: Any) -> None:
+    """Found by a differential fuzz: a whole number to a negative power gave a Python float
+    (0.3333333333333333, never rounded); 0 to a negative power gave Infinity; decimal 0 ** 0
+    gave null where whole-number 0 ** 0 gives 1. Both paths now agree on exact values."""
+    from policy_engine.vector import decide_batch
+
+    label = {"zh": "x", "en": "x"}
+    engine = engine_for({"inputs": {"n": {"path": "n", "type": "integer", "label": label},
+                                    "a": {"path": "a", "type": "decimal", "label": label}},
+                         "decisions": {"d": {"label": label, "cite": "s §1", "value": expr, "type": "decimal"
+                                             if "-" in expr or "a" in expr else "integer"}}})
+    got = engine.decide(facts, DAY)["d"].value
+    assert got == want and type(got) is type(want), got
+    assert decide_batch(engine, [facts], DAY)["d.value"][0] == want

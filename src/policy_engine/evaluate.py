@@ -231,6 +231,21 @@ def _months_between(a: dt.date, b: dt.date) -> int:
     return months
 
 
+def _decimal_power(a: Any, b: Any) -> Decimal:
+    """``a ** b`` for a decimal (or a whole number to a negative power), exact to 34 digits:
+    ``0 ** 0`` is 1 as for whole numbers, and ``0`` to a negative power is a division by zero
+    (null). Like the other operators, an unknown or null operand raises TypeError."""
+    try:
+        result = CONTEXT.power(a, b)
+    except InvalidOperation:
+        if b == 0 and a == 0:  # numbers here: the conversion of anything else raised TypeError
+            return Decimal(1)
+        raise
+    if not result.is_finite():  # 0 to a negative power: infinity, not signalled
+        raise DivisionByZero
+    return result
+
+
 def _add_months(d: dt.date, n: int) -> dt.date:
     month_index = d.year * 12 + (d.month - 1) + n
     year, month = divmod(month_index, 12)
@@ -885,7 +900,7 @@ class Backend:
         elif op == "%":
             raw = (lambda a, b: a % b) if integer else lambda a, b: CONTEXT.subtract(a, CONTEXT.multiply(b, (CONTEXT.divide(a, b)).to_integral_value(ROUND_FLOOR)))
         else:
-            raw = (lambda a, b: a ** b) if integer else CONTEXT.power
+            raw = (lambda a, b: a ** b) if integer else _decimal_power
 
         # Optimistic: `raw` is tried first. Every `raw` above raises TypeError when an operand is
         # Unknown or None (neither converts to a number; tests/test_evaluate_fast.py checks this),

@@ -177,7 +177,10 @@ class _Compiler:
         right = self.compile(node.right, member, depth)
         self.expect_numeric(left, node, f"`{op}`")
         self.expect_numeric(right, node, f"`{op}`")
-        return ir.Binary(op, left, right, _arith_type(op, left.type, right.type))
+        kind = _arith_type(op, left.type, right.type)
+        if op == "**" and kind == "integer" and not (isinstance(right, ir.Const) and right.value >= 0):
+            kind = "decimal"  # a whole number to a negative power is a fraction (3 ** -1)
+        return ir.Binary(op, left, right, kind)
 
     def compare(self, node: ast.Compare, member: bool, depth: int) -> ir.Expr:
         parts: list[ir.Expr] = []
