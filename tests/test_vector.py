@@ -679,3 +679,23 @@ def test_a_decision_not_in_force_beside_rows_the_scalar_path_decides() -> None:
         assert table["_fallback"].any()
         if day == "2022-01-01":
             assert "not_in_force" in statuses
+
+
+def test_a_fallback_value_a_column_cannot_hold_beside_the_others_is_an_error_not_a_null() -> None:
+    """Found by a differential fuzz: a row decided by the scalar path came back ``decided`` with
+    a null value when another row of the batch needed so many decimal places that its value no
+    longer fitted the column's 38 digits. It is now that row's error; the others are decided."""
+    from tests.helpers import engine_for
+
+    engine = engine_for({
+        "inputs": {"b": {"path": "b", "type": "decimal", "label": _L}},
+        "decisions": {"q": {"label": _L, "cite": "s §1", "value": "b / 0.3333", "type": "decimal"}}})
+    cases = [{"b": "166591567"}, {"b": "0.000115483242"}, {"b": "3"}]
+    alone = [decide_batch(engine, [c], "2023-07-01")["q.value"][0] for c in cases]
+    assert alone == [engine.decide(c, "2023-07-01")["q"].value for c in cases]
+    errors: list[tuple[int, FactsError]] = []
+    together = decide_batch(engine, cases, "2023-07-01", errors=errors)
+    assert [i for i, _ in errors] == [0] and "more digits than a batch column" in str(errors[0][1])
+    assert together["q.value"].to_list()[1:] == alone[1:] and together["q.status"][0] is None
+    with pytest.raises(FactsError, match=r"\[0\]"):
+        decide_batch(engine, cases, "2023-07-01")

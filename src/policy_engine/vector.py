@@ -1443,6 +1443,16 @@ class Batch:
 # --- population layout -------------------------------------------------------------------------
 
 
+def _fits_column(value: Decimal | int, scale: int) -> bool:
+    """Whether ``value`` is held exactly by a ``Decimal(38, scale)`` column."""
+    v = value if isinstance(value, Decimal) else Decimal(value)
+    exponent = v.as_tuple().exponent
+    if not isinstance(exponent, int) or -exponent > scale:
+        return False
+    whole = v.adjusted() + 1 if v else 0  # digits before the point
+    return max(whole, 0) + scale <= 38
+
+
 def _scale_of(values: Sequence[Decimal | None]) -> int:
     scale = 0
     for v in values:
@@ -2013,16 +2023,30 @@ def _fallback(engine: Any, population: pl.DataFrame | Split, day: dt.date, entit
                 if isinstance(value, tuple):
                     value = list(value)
                 updates[f"{node.id}.{short}"].append(value)
-    # widen decimal columns so that the scalar values fit exactly
-    patched = {}
+    # widen decimal columns so that the scalar values fit exactly; a value that a column of 38
+    # digits cannot hold beside the places the other rows need is its row's error, not a null
+    widened: dict[str, pl.DataType] = {}
+    beyond: dict[int, list[str]] = {}
     for name, values in updates.items():
         dtype = result.schema[name]
-        if isinstance(dtype, pl.Decimal) or (dtype == pl.Int64 and any(isinstance(v, Decimal) for v in values)):
-            scale = max(dtype.scale or 0 if isinstance(dtype, pl.Decimal) else 0,
-                        _scale_of([v if isinstance(v, Decimal) else None for v in values]))
-            dtype = pl.Decimal(38, scale) if isinstance(dtype, pl.Decimal) else dtype
-            if isinstance(dtype, pl.Decimal):
-                result = result.with_columns(pl.col(name).cast(dtype))
+        if isinstance(dtype, pl.Decimal):
+            scale = min(38, max(dtype.scale or 0, _scale_of([v if isinstance(v, Decimal) else None for v in values])))
+            widened[name] = pl.Decimal(38, scale)
+            for k, v in enumerate(values):
+                if isinstance(v, (Decimal, int)) and not _fits_column(v, scale):
+                    beyond.setdefault(k, []).append(f"{name} = {v}")
+    if beyond:
+        for k, found in beyond.items():
+            refused.append((index[k], FactsError([make(
+                "PE401", f"{'; '.join(found)}: more digits than a batch column of 38 digits holds beside the "
+                         "decimal places other rows need; decide this case alone (Engine.decide)", path="")])))
+            for values in updates.values():
+                values[k] = None
+    patched = {}
+    for name, values in updates.items():
+        dtype = widened.get(name, result.schema[name])
+        if isinstance(dtype, pl.Decimal):
+            result = result.with_columns(pl.col(name).cast(dtype))
         patched[name] = pl.Series(name, values, dtype=dtype, strict=False)
     schema = {name: (patched[name].dtype if result.schema[name] == pl.Null else result.schema[name])
               for name in result.columns if name != "_fallback"}
