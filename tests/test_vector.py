@@ -695,7 +695,48 @@ def test_a_fallback_value_a_column_cannot_hold_beside_the_others_is_an_error_not
     assert alone == [engine.decide(c, "2023-07-01")["q"].value for c in cases]
     errors: list[tuple[int, FactsError]] = []
     together = decide_batch(engine, cases, "2023-07-01", errors=errors)
-    assert [i for i, _ in errors] == [0] and "more digits than a batch column" in str(errors[0][1])
+    assert [i for i, _ in errors] == [0] and "more digits than a batch column holds" in str(errors[0][1])
     assert together["q.value"].to_list()[1:] == alone[1:] and together["q.status"][0] is None
     with pytest.raises(FactsError, match=r"\[0\]"):
         decide_batch(engine, cases, "2023-07-01")
+
+
+_INPUTS = {"n": {"path": "n", "type": "integer", "label": _L}, "s": {"path": "transfer_net", "type": "money", "label": _L},
+           "k": {"entity": "member", "path": "k", "type": "integer", "label": _L},
+           "r": {"entity": "member", "path": "r", "type": "decimal", "label": _L}}
+
+
+def _table(hit: str) -> dict[str, Any]:
+    return {"d": {"label": _L, "cite": "s §1", "outputs": {"o": {"type": "integer", "label": _L}},
+                  "table": {"hit": hit, "inputs": ["n"], "outputs": ["o"], "rows": [
+                      {"id": "r0", "when": ["-"], "then": [1], "cite": "s §1", "in_force": {"from": "2024-01-01"}}]}}}
+
+
+@pytest.mark.parametrize(("decisions", "facts"), [
+    (_table("C+"), {"n": 1}),  # no row in force: polars "cannot return empty fold"
+    (_table("C<"), {"n": 1}),
+    ({"d0": {"label": _L, "cite": "s §1",
+             "outputs": {"o0": {"type": "decimal", "label": _L}, "o1": {"type": "decimal", "label": _L},
+                         "x": {"type": "decimal", "label": _L, "expr": "o0 * (1 / n)"}},
+             "table": {"hit": "F", "inputs": [], "outputs": ["o0", "o1"],
+                       "rows": [{"id": "r0", "when": [], "then": ["0.3333", "1"], "cite": "s §1"}]}},
+      "d1": {"label": _L, "cite": "s §1", "value": "d0.o1", "type": "decimal"}}, {"n": 3}),  # DuplicateError
+    ({"d": {"label": _L, "cite": "s §1", "value": "min(members, 2 / 3)", "type": "decimal"}}, {}),  # no member rows
+    ({"d": {"label": _L, "cite": "s §1", "value": "any(members, k >= s / r)", "type": "boolean"}},
+     {"transfer_net": "-14372968373.3", "members": [{"r": "29.89"}, {"r": "0.0000420221693"}]}),  # OverflowError
+])
+def test_a_decision_polars_cannot_compute_on_these_values_is_decided_by_the_scalar_path(
+        decisions: dict[str, Any], facts: dict[str, Any]) -> None:
+    """Found by a differential fuzz: each of these crashed ``decide_batch`` (a polars error, or a
+    Python int too large for polars) where ``decide`` answers. Such a decision's rows now go to
+    the scalar path, the reference, and ``unsupported`` says why."""
+    from tests.helpers import engine_for
+
+    engine = engine_for({"inputs": _INPUTS, "decisions": decisions})
+    table = decide_batch(engine, [facts], "2023-07-01")
+    decision = engine.decide(facts, "2023-07-01")
+    for did, outcome in decision.items():
+        assert table[f"{did}.status"][0] == outcome.status
+        for name, value in outcome.outputs.items():
+            assert table[f"{did}.{name}"][0] == (None if type(value).__name__ == "Unknown" else value), (did, name)
+    assert table["_fallback"][0]

@@ -1826,6 +1826,13 @@ def unsupported(engine: Any, as_of: dt.date | str, entity: str = "household") ->
     return reasons
 
 
+#: a decision the batch path cannot compute (Unsupported), or errors of polars (or of Python ints
+#: too large for it) on values its plan did not foresee: its rows go to the scalar path
+#: (polars' PanicException derives from BaseException)
+_TO_SCALAR: tuple[type[BaseException], ...] = (Unsupported, pl.exceptions.PolarsError, OverflowError,
+                                               pl.exceptions.PanicException)
+
+
 def decide_batch(engine: Any, population: pl.DataFrame | Split | Sequence[Any], as_of: dt.date | str,
                  decisions: list[str] | None = None, entity: str = "household",
                  errors: list[tuple[int, FactsError]] | None = None) -> pl.DataFrame:
@@ -1883,9 +1890,14 @@ def _run(engine: Any, population: pl.DataFrame | Split, day: dt.date, entity: st
     for node in wanted:
         try:
             status, values, fired = batch.decide(node)
-        except Unsupported as exc:
+            made = None if status == "not_in_force" else _decision_frame(batch, node, values, fired)
+        except _TO_SCALAR as exc:
+            # a decision this path cannot compute (Unsupported), or one whose computation polars
+            # refused on these values: every row of it is decided by the scalar path, the reference
             file, line, _ = policy.location(f"decisions.{node.id}")
-            reasons[node.id] = f"{exc} ({file}:{line})" if file else str(exc)
+            why = str(exc) if isinstance(exc, Unsupported) else \
+                f"the batch computation failed ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"
+            reasons[node.id] = f"{why} ({file}:{line})" if file else why
             # the decision may have been partly compiled: forget its partial state
             batch.results.pop(node.id, None)
             batch.in_progress.discard(node.id)
@@ -1898,7 +1910,7 @@ def _run(engine: Any, population: pl.DataFrame | Split, day: dt.date, entity: st
             columns.append(pl.Series(f"{node.id}.fired_rows", [[]] * n, dtype=pl.List(pl.String)))
             specs.append((node, outs))
             continue
-        if status == "not_in_force":
+        if made is None:  # not in force
             # the same on every row: a row sent to the scalar path for another decision need not
             # decide this one again (unless its facts are there only, `scalar` below)
             per_decision[node.id] = pl.repeat(False, n, dtype=pl.Boolean, eager=True)
@@ -1909,36 +1921,7 @@ def _run(engine: Any, population: pl.DataFrame | Split, day: dt.date, entity: st
             columns.append(pl.Series(f"{node.id}.fired_rows", [[]] * n, dtype=pl.List(pl.String)))
             specs.append((node, outs))
             continue
-        exprs = []
-        unks = []
-        fbs = []
-        outs = []
-        for output in node.outputs:
-            v = values[output.short]
-            kind = v.kind if v.kind != "null" else _kind(output.type)
-            if kind == "num" and output.type == "integer":  # beyond 64 bits: decide refuses the case
-                v = replace(v, fb=_or(v.fb, _beyond_context(v.val, v.bounds, INTEGER_LIMIT * 10 ** v.scale + 1)))
-            val = pl.when(v.unk).then(None).otherwise(v.val) if v.unk is not None else v.val
-            if v.fb is not None:  # the scalar path decides these rows: their value here may not even fit
-                val = pl.when(v.fb.fill_null(True)).then(None).otherwise(val)
-            if kind == "num":
-                val = val.cast(pl.Decimal(38, 0)) * pl.lit(Decimal(1).scaleb(-v.scale)) if v.scale else val.cast(pl.Decimal(38, 0))
-                if output.type == "integer":
-                    val = val.cast(pl.Int64)
-            exprs.append(val.alias(f"{node.id}.{output.short}"))
-            if v.unk is not None:
-                unks.append(v.unk)
-            if v.fb is not None:
-                fbs.append(v.fb)
-            outs.append((output.short, "int" if output.type == "integer" and kind == "num" else kind, v.scale))
-        unknown = pl.any_horizontal(unks).fill_null(False) if unks else pl.lit(False)
-        status_expr = pl.when(unknown).then(pl.lit("needs_information")).otherwise(pl.lit("decided"))
-        fired_expr = fired.val if fired is not None else pl.lit([], dtype=pl.List(pl.String))
-        fb_expr = pl.any_horizontal(fbs).fill_null(True) if fbs else pl.lit(False)
-        frame = batch.h.df.lazy().select(status_expr.alias(f"{node.id}.status"), *exprs,
-                                          fired_expr.alias(f"{node.id}.fired_rows"), fb_expr.alias("_fb")).collect()
-        if fired is not None and fired.kind == "mask":
-            frame = frame.with_columns(_fired_lists(frame[f"{node.id}.fired_rows"], fired.labels))
+        frame, outs = made
         columns.extend(frame[c] for c in frame.columns[:-1])
         fallback = fallback | frame["_fb"]
         per_decision[node.id] = frame["_fb"]
@@ -1952,6 +1935,43 @@ def _run(engine: Any, population: pl.DataFrame | Split, day: dt.date, entity: st
         result = _fallback(engine, population, day, entity, result, specs, facts_list, per_decision,
                            refused if refused is not None else [])
     return result
+
+
+def _decision_frame(batch: Batch, node: ir.DecisionNode, values: dict[str, V], fired: V | None
+                    ) -> tuple[pl.DataFrame, list[tuple[str, str, int]]]:
+    """A decided (or not decided) decision's columns: status, outputs, fired rows, and ``_fb``
+    (the rows the scalar path decides); and its outputs' kinds and scales."""
+    exprs = []
+    unks = []
+    fbs = []
+    outs = []
+    for output in node.outputs:
+        v = values[output.short]
+        kind = v.kind if v.kind != "null" else _kind(output.type)
+        if kind == "num" and output.type == "integer":  # beyond 64 bits: decide refuses the case
+            v = replace(v, fb=_or(v.fb, _beyond_context(v.val, v.bounds, INTEGER_LIMIT * 10 ** v.scale + 1)))
+        val = pl.when(v.unk).then(None).otherwise(v.val) if v.unk is not None else v.val
+        if v.fb is not None:  # the scalar path decides these rows: their value here may not even fit
+            val = pl.when(v.fb.fill_null(True)).then(None).otherwise(val)
+        if kind == "num":
+            val = val.cast(pl.Decimal(38, 0)) * pl.lit(Decimal(1).scaleb(-v.scale)) if v.scale else val.cast(pl.Decimal(38, 0))
+            if output.type == "integer":
+                val = val.cast(pl.Int64)
+        exprs.append(val.alias(f"{node.id}.{output.short}"))
+        if v.unk is not None:
+            unks.append(v.unk)
+        if v.fb is not None:
+            fbs.append(v.fb)
+        outs.append((output.short, "int" if output.type == "integer" and kind == "num" else kind, v.scale))
+    unknown = pl.any_horizontal(unks).fill_null(False) if unks else pl.lit(False)
+    status_expr = pl.when(unknown).then(pl.lit("needs_information")).otherwise(pl.lit("decided"))
+    fired_expr = fired.val if fired is not None else pl.lit([], dtype=pl.List(pl.String))
+    fb_expr = pl.any_horizontal(fbs).fill_null(True) if fbs else pl.lit(False)
+    frame = batch.h.df.lazy().select(status_expr.alias(f"{node.id}.status"), *exprs,
+                                      fired_expr.alias(f"{node.id}.fired_rows"), fb_expr.alias("_fb")).collect()
+    if fired is not None and fired.kind == "mask":
+        frame = frame.with_columns(_fired_lists(frame[f"{node.id}.fired_rows"], fired.labels))
+    return frame, outs
 
 
 def _fired_lists(masks: pl.Series, labels: tuple[str, ...]) -> pl.Series:
@@ -2026,7 +2046,7 @@ def _fallback(engine: Any, population: pl.DataFrame | Split, day: dt.date, entit
     # widen decimal columns so that the scalar values fit exactly; a value that a column of 38
     # digits cannot hold beside the places the other rows need is its row's error, not a null
     widened: dict[str, pl.DataType] = {}
-    beyond: dict[int, list[str]] = {}
+    beyond: dict[int, list[str]] = {}  # row -> "name = value" that its column cannot hold
     for name, values in updates.items():
         dtype = result.schema[name]
         if isinstance(dtype, pl.Decimal):
@@ -2034,12 +2054,13 @@ def _fallback(engine: Any, population: pl.DataFrame | Split, day: dt.date, entit
             widened[name] = pl.Decimal(38, scale)
             for k, v in enumerate(values):
                 if isinstance(v, (Decimal, int)) and not _fits_column(v, scale):
-                    beyond.setdefault(k, []).append(f"{name} = {v}")
+                    beyond.setdefault(k, []).append(f"{name} = {v} (a column of {scale} decimal places)")
     if beyond:
         for k, found in beyond.items():
             refused.append((index[k], FactsError([make(
-                "PE401", f"{'; '.join(found)}: more digits than a batch column of 38 digits holds beside the "
-                         "decimal places other rows need; decide this case alone (Engine.decide)", path="")])))
+                "PE401", f"{'; '.join(found)}: more digits than a batch column holds (38 in all, with the "
+                         "decimal places every row of the batch needs); decide this case alone (Engine.decide)",
+                path="")])))
             for values in updates.values():
                 values[k] = None
     patched = {}
