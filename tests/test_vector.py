@@ -740,3 +740,23 @@ def test_a_decision_polars_cannot_compute_on_these_values_is_decided_by_the_scal
         for name, value in outcome.outputs.items():
             assert table[f"{did}.{name}"][0] == (None if type(value).__name__ == "Unknown" else value), (did, name)
     assert table["_fallback"][0]
+
+
+@pytest.mark.parametrize("cell", ["not(< 3)", "not(null)", "not(1, 2)", "< 3", "null", "-"])
+def test_a_null_value_matches_only_dash_and_null(cell: str) -> None:
+    """FEEL (docs/semantics.md): a comparison with null is null, not(null) is null, and a null
+    test result is not a match; only ``-`` and ``null`` match a null. Found by a differential
+    fuzz: ``not(< 3)`` matched a null on both paths."""
+    from tests.helpers import engine_for
+
+    engine = engine_for({
+        "inputs": {"a": {"path": "a", "type": "decimal", "label": _L}, "b": {"path": "b", "type": "decimal", "label": _L}},
+        "decisions": {"d": {"label": _L, "cite": "s §1", "outputs": {"o": {"type": "integer", "label": _L}},
+                            "table": {"hit": "F", "inputs": ["a / b"], "outputs": ["o"], "rows": [
+                                {"id": "asked", "when": [cell], "then": [1]},
+                                {"id": "other", "when": ["-"], "then": [2]}]}}}})
+    cases = [{"a": "1", "b": "0"}, {"a": "6", "b": "1"}, {"a": "1", "b": "1"}]  # null, 6, 1
+    want = {"not(< 3)": [2, 1, 2], "not(null)": [2, 1, 1], "not(1, 2)": [2, 1, 2], "< 3": [2, 2, 1],
+            "null": [1, 2, 2], "-": [1, 1, 1]}[cell]
+    assert [engine.decide(c, "2023-07-01")["d"].o for c in cases] == want
+    assert decide_batch(engine, cases, "2023-07-01")["d.o"].to_list() == want

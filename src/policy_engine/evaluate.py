@@ -768,6 +768,8 @@ class Backend:
         negate = kind == "not"
 
         def any_of(c: Case, m: Any, v: Any) -> tuple[Any, Any, Any]:
+            if negate and v is None:  # FEEL: not(...) of a null value is null, which is not a match
+                return False, None, None
             unknown: list[Any] = []
             for sub in subtests:
                 passed, _, _ = sub(c, m, v)
