@@ -163,3 +163,26 @@ def test_a_trace_recorded_later_is_that_of_the_decision_made() -> None:
         assert later.explain("zh", "full") == traced.explain("zh", "full")
         tables = {e[1] for e in later.events if e[0] == "fired"}
         assert tables <= set(later) | {d.name for d in engine.policy.derived}
+
+
+def test_a_member_entity_decision_reads_the_members_own_facts() -> None:
+    """``entity="member"``: the facts are one member's (``income.wages``, as under ``members[i]``
+    of a household). Found by review: such a decision was ``needs_information`` (missing
+    ``members``) whatever the facts."""
+    from policy_engine.vector import decide_batch
+    from tests.helpers import engine_for
+
+    engine = engine_for({
+        "inputs": {"wages": {"entity": "member", "path": "income.wages", "type": "money",
+                             "label": {"zh": "工资", "en": "wages"}}},
+        "decisions": {"low": {"entity": "member", "label": {"zh": "低收入", "en": "low income"}, "cite": "s 一",
+                              "type": "boolean", "value": "wages < 500"}}})
+    cases = [{"income": {"wages": "100"}}, {"income": {"wages": "900"}}, {}]
+    for trace in (False, True):
+        got = [engine.decide(c, "2023-07-01", entity="member", trace=trace)["low"] for c in cases]
+        assert [(o.status, o.outputs.get("value")) for o in got][:2] == [("decided", True), ("decided", False)]
+        assert got[2].status == "needs_information" and got[2].missing == ("income.wages",)
+    decision = engine.decide(cases[0], "2023-07-01", entity="member")
+    assert "工资" in decision.explain("zh", "full") and "100.00" in decision.explain("zh", "full")
+    batch = decide_batch(engine, cases, "2023-07-01", entity="member")
+    assert batch["low.value"].to_list() == [True, False, None]

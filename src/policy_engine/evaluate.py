@@ -298,8 +298,13 @@ class Backend:
         tracing = self.tracing
         path = ".".join(node.path)
         if node.entity == "member":
-            # A member's row is read directly; the two rare cases are the exceptions: the fact is
-            # absent (KeyError), or the household has no member list (TypeError: None[m]).
+            # A member's row is read directly; the rare cases are the exceptions: the fact is
+            # absent (KeyError), the household has no member list (TypeError: None[m]), or the case
+            # is a member itself (entity "member": no member list, m is None; its own facts)
+            def own(c: Case) -> Any:
+                value = c.values.get(name, _ABSENT)
+                return Unknown(frozenset((path,))) if value is _ABSENT else value
+
             if not tracing:
                 def member_input_plain(c: Case, m: Any) -> Any:
                     try:
@@ -309,7 +314,7 @@ class Backend:
                     except TypeError:
                         if c.members is not None:
                             raise
-                        return Unknown(frozenset(("members",)))
+                        return own(c) if m is None else Unknown(frozenset(("members",)))
                 return member_input_plain
 
             # the memo key of "input `name` of member m already traced", built in advance
@@ -323,10 +328,12 @@ class Backend:
                 except TypeError:
                     if c.members is not None:
                         raise
-                    return Unknown(frozenset(("members",)))
+                    if m is not None:
+                        return Unknown(frozenset(("members",)))
+                    value = own(c)
                 try:
                     key = keys[m]
-                except IndexError:
+                except (IndexError, TypeError):  # a member beyond the prepared keys, or the case itself
                     key = ("i", name, m)
                 memo = c.memo
                 if key not in memo:  # the first read of this fact of this member: traced
