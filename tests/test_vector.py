@@ -760,3 +760,24 @@ def test_a_null_value_matches_only_dash_and_null(cell: str) -> None:
             "null": [1, 2, 2], "-": [1, 1, 1]}[cell]
     assert [engine.decide(c, "2023-07-01")["d"].o for c in cases] == want
     assert decide_batch(engine, cases, "2023-07-01")["d.o"].to_list() == want
+
+
+def test_not_of_a_null_value_is_no_match_even_against_an_unknown_endpoint() -> None:
+    """``not(< c)`` on a null value is no match whatever ``c`` is, so an unknown ``c`` does not
+    make the row unknown there (found by re-running the differential fuzz after the fix above)."""
+    from tests.helpers import engine_for
+
+    engine = engine_for({
+        "inputs": {"a": {"path": "a", "type": "decimal", "label": _L}, "b": {"path": "b", "type": "decimal", "label": _L},
+                   "c": {"path": "c", "type": "decimal", "label": _L}},
+        "decisions": {"d": {"label": _L, "cite": "s §1", "outputs": {"o": {"type": "integer", "label": _L}},
+                            "table": {"hit": "F", "inputs": ["a / b"], "outputs": ["o"], "rows": [
+                                {"id": "asked", "when": ["not(< c)"], "then": [1]},
+                                {"id": "other", "when": ["-"], "then": [2]}]}}}})
+    cases = [{"a": "1", "b": "0"}, {"a": "6", "b": "1"}, {"a": "6", "b": "1", "c": "5"}]  # null; 6 vs unknown; 6 vs 5
+    scalar = [engine.decide(c, "2023-07-01")["d"] for c in cases]
+    assert [(o.status, o.outputs.get("o")) for o in scalar][::2] == [("decided", 2), ("decided", 1)]
+    assert scalar[1].status == "needs_information"
+    batch = decide_batch(engine, cases, "2023-07-01")
+    assert batch["d.status"].to_list() == [o.status for o in scalar]
+    assert batch["d.o"].to_list() == [2, None, 1]

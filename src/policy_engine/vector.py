@@ -953,9 +953,11 @@ class Batch:
         passes = pl.any_horizontal([tv if tu is None else tv & tu.not_() for tv, tu, _ in subs]) if subs else pl.lit(False)
         unk_parts = [tu for _, tu, _ in subs if tu is not None]
         unknown = (passes.not_() & pl.any_horizontal(unk_parts)) if unk_parts else None
-        if kind == "not":  # FEEL: not(...) of a null value is null, which is not a match
+        if kind == "not":  # FEEL: not(...) of a null value is null, which is not a match, whatever
+            # the tests inside would give (their endpoints may be unknown: still no match)
             known_null = v.val.is_null() if v.unk is None else v.val.is_null() & v.unk.fill_null(False).not_()
-            return passes.not_() & known_null.not_(), unknown, _or(*(f for _, _, f in subs))
+            return (passes.not_() & known_null.not_(), None if unknown is None else unknown & known_null.not_(),
+                    _or(*(f for _, _, f in subs)))
         return passes, unknown, _or(*(f for _, _, f in subs))
 
     # -- expressions ------------------------------------------------------------------------------
