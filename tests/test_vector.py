@@ -781,3 +781,20 @@ def test_not_of_a_null_value_is_no_match_even_against_an_unknown_endpoint() -> N
     batch = decide_batch(engine, cases, "2023-07-01")
     assert batch["d.status"].to_list() == [o.status for o in scalar]
     assert batch["d.o"].to_list() == [2, None, 1]
+
+
+def test_a_fallback_value_uses_the_places_the_batch_values_need_not_their_plans() -> None:
+    """The batch plan may give a column more decimal places than its values need (a cube of a
+    6-place amount: 18); a scalar value with many digits before the point (rounded to 34 digits
+    by the scalar path: 27 before the point, 7 after) must not be refused for the plan's sake
+    (found by re-running the differential fuzz)."""
+    from tests.helpers import engine_for
+
+    engine = engine_for({
+        "inputs": {"a": {"path": "a", "type": "decimal", "label": _L}, "n": {"path": "n", "type": "integer", "label": _L}},
+        "decisions": {"x": {"label": _L, "cite": "s §1", "value": "(a % n) ** 3", "type": "decimal"}}})
+    cases = [{"a": "783006.307526", "n": -886581340}, {"a": "1.5", "n": 2}]
+    want = [engine.decide(c, "2023-07-01")["x"].value for c in cases]
+    assert len(want[0].as_tuple().digits) == 34  # the scalar path rounded it
+    table = decide_batch(engine, cases, "2023-07-01")
+    assert table["x.value"].to_list() == want and table["_fallback"].to_list() == [True, False]

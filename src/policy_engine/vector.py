@@ -2053,7 +2053,12 @@ def _fallback(engine: Any, population: pl.DataFrame | Split, day: dt.date, entit
     for name, values in updates.items():
         dtype = result.schema[name]
         if isinstance(dtype, pl.Decimal):
-            scale = min(38, max(dtype.scale or 0, _scale_of([v if isinstance(v, Decimal) else None for v in values])))
+            places = _scale_of([v if isinstance(v, Decimal) else None for v in values])
+            scale = min(38, max(dtype.scale or 0, places))
+            if scale > places and any(isinstance(v, (Decimal, int)) and not _fits_column(v, scale) for v in values):
+                # the batch plan's scale may exceed what the batch-decided values need: use theirs
+                decided_here = result.filter(pl.col("_fallback").not_())[name].drop_nulls().to_list()
+                scale = min(scale, max(places, _scale_of([v.normalize() for v in decided_here])))
             widened[name] = pl.Decimal(38, scale)
             for k, v in enumerate(values):
                 if isinstance(v, (Decimal, int)) and not _fits_column(v, scale):
