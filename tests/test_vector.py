@@ -798,3 +798,21 @@ def test_a_fallback_value_uses_the_places_the_batch_values_need_not_their_plans(
     assert len(want[0].as_tuple().digits) == 34  # the scalar path rounded it
     table = decide_batch(engine, cases, "2023-07-01")
     assert table["x.value"].to_list() == want and table["_fallback"].to_list() == [True, False]
+
+
+def test_a_large_amount_beside_a_quotient_is_not_wrapped_in_128_bits() -> None:
+    """Found by a differential fuzz: ``(a / b) if f else s`` holds both branches at the
+    quotient's decimal places; a large ``s`` times 10^places passed 128 bits and wrapped silently
+    (-26189907893195 for 681219108667825609). Such a decision is now decided by the scalar path."""
+    from tests.helpers import engine_for
+
+    engine = engine_for({
+        "inputs": {"a": {"path": "a", "type": "decimal", "label": _L}, "b": {"path": "b", "type": "decimal", "label": _L},
+                   "s": {"path": "transfer_net", "type": "money", "label": _L},
+                   "f": {"path": "f", "type": "boolean", "label": _L}},
+        "decisions": {"d": {"label": _L, "cite": "s §1", "value": "floor((a / b) if f else s)", "type": "integer"}}})
+    cases = [{"a": "1", "b": "3", "f": False, "transfer_net": "681219108667825609"},
+             {"a": "1", "b": "3", "f": True, "transfer_net": "5"}]
+    want = [engine.decide(c, "2023-07-01")["d"].value for c in cases]
+    assert want[0] == 681219108667825609
+    assert decide_batch(engine, cases, "2023-07-01")["d.value"].to_list() == want

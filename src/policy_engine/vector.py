@@ -63,6 +63,8 @@ MAX_SCALE = 24
 #: than Int128 here); anything else, or a number without known bounds, in Int128. Twice a narrow
 #: value, and the sum or difference of two, still fit in Int64, so those never wrap.
 NARROW = 2 ** 61
+#: the largest Int128: a fixed-point value beyond it wraps silently in polars
+I128_MAX = 2 ** 127 - 1
 STATUS = ("decided", "needs_information", "not_in_force")
 #: the scalar path computes in 34 significant digits (FEEL's decimal128) and rounds beyond them,
 #: where a fixed-point column is exact: a sum, difference or product that may reach this many
@@ -179,6 +181,11 @@ def _rescale(v: V, scale: int) -> pl.Expr:
     factor = 10 ** (scale - v.scale)
     if v.narrow and _narrow(_scaled_bounds(v, scale)) and factor <= NARROW:
         return v.val * _int(factor, True)
+    bounds = _scaled_bounds(v, scale)
+    if bounds is None or not -I128_MAX <= bounds[0] <= bounds[1] <= I128_MAX:
+        # Int128 arithmetic wraps silently: a value that may not fit at this scale is not computed
+        # here; its decision is decided by the scalar path (found by a differential fuzz)
+        raise Unsupported("a value that may not fit 128 bits at the decimal places it is combined with")
     return _wide(v) * _lit_int(factor)
 
 
@@ -205,6 +212,13 @@ def _null_of(kind: str) -> pl.Expr:
 
 class Unsupported(NotImplementedError):
     pass
+
+
+def _null_v(kind: str, unk: pl.Expr | None = None, fb: pl.Expr | None = None) -> V:
+    """A value null on every row; a number's bounds are (0, 0), as `_column_bounds` gives an
+    all-null column (so that it may be rescaled or combined without a 128-bit check)."""
+    v = V(kind, _null_of(kind), unk, fb)
+    return _with_bounds(v, (0, 0)) if kind == "num" else v
 
 
 def _unit_scale(unit: Decimal) -> int:
@@ -577,7 +591,7 @@ class Batch:
         col = f"in:{node.name}"
         kind = _kind(node.type)
         if col not in scope.df.columns:  # the column is absent: unknown everywhere
-            return V(kind, _null_of(kind), pl.lit(True), None, 0)
+            return _null_v(kind, pl.lit(True))
         # a column without nulls is known on every row of this population: no mask to carry
         unk = pl.col(col).is_null() if scope.df[col].has_nulls() else None
         v = V(kind, pl.col(col), unk, None, self.scales.get((scope.name, node.name), 0))
@@ -590,7 +604,7 @@ class Batch:
             if value.start <= self.as_of and (value.end is None or self.as_of <= value.end):
                 chosen = value
         if chosen is None:
-            return V(kind, _null_of(kind), None, pl.lit(True))
+            return _null_v(kind, None, pl.lit(True))
         entries = dict(chosen.entries)
         scale = 0
         if kind == "num":
@@ -851,7 +865,7 @@ class Batch:
 
     def _select(self, choices: list[tuple[pl.Expr, V]], kind: str) -> V:
         if not choices:
-            return V(kind, _null_of(kind))
+            return _null_v(kind)
         nums = [v for _, v in choices if v.kind == "num"]
         scale = max((v.scale for v in nums), default=0)
         real_kind = nums[0].kind if nums else next((v.kind for _, v in choices if v.kind != "null"), kind)
@@ -1166,6 +1180,8 @@ class Batch:
             val = _lit_int(1)
             for _ in range(n):
                 val = val * _wide(a)
+            if n == 0:  # x ** 0 is 1, but null ** 0 is null, as null in any arithmetic
+                val = pl.when(a.val.is_null()).then(pl.lit(None, dtype=I128)).otherwise(val)
             # a base beyond 37 / n digits would wrap Int128 (the scalar power is exact for whole
             # numbers): its row goes to the scalar path, as does a power the scalar path rounds
             wraps = _beyond_context(a.val, a.bounds, 10 ** (37 // n) + 1) if n else None
@@ -1192,7 +1208,7 @@ class Batch:
         fb = _or(*(v.fb for v in vs))
         anynull = pl.any_horizontal([v.val.is_null() for v in vs])
         if any(v.kind == "null" for v in vs):
-            return V(_kind(e.type), _null_of(_kind(e.type)), unk, fb)
+            return _null_v(_kind(e.type), unk, fb)
         if fn in ("min", "max"):
             kind = vs[0].kind
             if kind == "num":
@@ -1250,7 +1266,7 @@ class Batch:
         fn = e.function
         kind = _kind(e.type)
         if "members" not in self.h.df.columns or self.m is None:
-            return V(kind, _null_of(kind), pl.lit(True))
+            return _null_v(kind, pl.lit(True))
         m = self.m
         where = m.settle(self.expr(e.where, m)) if e.where is not None else None
         body = m.settle(self.expr(e.body, m)) if e.body is not None else None
