@@ -928,3 +928,31 @@ def test_default_workers_follow_the_cores_this_process_may_use(monkeypatch: pyte
     assert P.default_workers() == 2
     monkeypatch.setattr(os, "cpu_count", lambda: None)  # cannot be known
     assert P.default_workers() == 1
+
+
+def test_a_household_the_policy_cannot_decide_is_reported_and_the_others_are_decided(tmp_path: Path) -> None:
+    """Two rows of a unique (U) table matching one household is a defect of the policy for that
+    case (PE301): ``decide`` raises PolicyError. ``screen`` used to stop on it, deciding no one;
+    it now reports that household as its row's error, with the code, and decides the others."""
+    from policy_engine.diagnostics import PolicyError
+    from policy_engine.vector import decide_batch
+    from tests.helpers import engine_for
+
+    label = {"zh": "x", "en": "x"}
+    engine = engine_for({
+        "inputs": {"n": {"path": "n", "type": "integer", "label": label}},
+        "decisions": {"d": {"label": label, "cite": "s §1", "type": "integer",
+                            "table": {"hit": "U", "inputs": ["n"], "outputs": ["value"], "rows": [
+                                {"id": "low", "when": ["< 5"], "then": [1]},
+                                {"id": "mid", "when": ["[3..9]"], "then": [2]}]}}}})
+    rows = [{"household_id": "A", "n": 1}, {"household_id": "B", "n": 4}, {"household_id": "C", "n": 7}]
+    (tmp_path / "h.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    with pytest.raises(PolicyError, match="PE301"):
+        engine.decide(rows[1], AS_OF)
+    with pytest.raises(PolicyError, match=r"\[1\]"):
+        decide_batch(engine, rows, AS_OF)
+    result = P.screen(engine, tmp_path / "h.jsonl", tmp_path / "o.parquet", AS_OF, workers=1)
+    assert [(e.row, e.household_id) for e in result.errors] == [(2, "B")]
+    assert "the policy cannot decide this household (PE301)" in result.errors[0].message
+    table = pl.read_parquet(tmp_path / "o.parquet")
+    assert table["household_id"].to_list() == ["A", "C"] and table["d.value"].to_list() == [1, 2]

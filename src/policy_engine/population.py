@@ -38,7 +38,7 @@ import polars as pl
 from pydantic import AfterValidator, BaseModel
 
 from . import facts as facts_models
-from .diagnostics import Diagnostic, FactsError, make
+from .diagnostics import Diagnostic, FactsError, PolicyEngineError, PolicyError, make
 from .intake import NOT_UTF8, not_utf8_text, too_many_digits
 from .intake import read_facts as _intake
 from .intake import utf8 as _utf8
@@ -767,13 +767,15 @@ def read_facts(path: str | os.PathLike[str], engine: Any = None) -> Iterator[tup
         yield (hid if hid is not None else str(number)), facts
 
 
-def _errors_of(number: int, hid: str | None, exc: FactsError) -> list[RowError]:
+def _errors_of(number: int, hid: str | None, exc: PolicyEngineError) -> list[RowError]:
     out = []
     for d in exc.diagnostics:
         column = d.path or ""
         message = d.message
         if column and message.startswith(column + ": "):
             message = message[len(column) + 2:]
+        if isinstance(exc, PolicyError):  # not the row's facts: the policy cannot decide this case
+            message = f"the policy cannot decide this household ({d.code}): {message}"
         out.append(RowError(number, column, message, hid))
     return out
 
@@ -1238,7 +1240,7 @@ def _decide_chunk(engine: Any, chunk: tuple[Any, pl.Series, pl.Series] | None, r
     if chunk is None:
         return None, read_errors
     population, ids, rows = chunk
-    refused: list[tuple[int, FactsError]] = []  # well formed, but decide refuses them
+    refused: list[tuple[int, PolicyEngineError]] = []  # well formed, but decide refuses them
     decided = decide_batch(engine, population, as_of, decisions=decisions, errors=refused)
     table = pl.concat([pl.DataFrame([ids.alias(ID_COLUMN), rows.alias(ROW_COLUMN)]), decided], how="horizontal")
     errors = list(read_errors)

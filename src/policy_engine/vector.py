@@ -43,7 +43,7 @@ from typing import Any
 import polars as pl
 
 from . import ir
-from .diagnostics import Diagnostic, FactsError, make
+from .diagnostics import Diagnostic, FactsError, PolicyEngineError, PolicyError, make
 from .evaluate import CONTEXT, EXACT
 from .intake import (
     _SIGNED_MONEY,
@@ -1854,7 +1854,7 @@ _TO_SCALAR: tuple[type[BaseException], ...] = (Unsupported, pl.exceptions.Polars
 
 def decide_batch(engine: Any, population: pl.DataFrame | Split | Sequence[Any], as_of: dt.date | str,
                  decisions: list[str] | None = None, entity: str = "household",
-                 errors: list[tuple[int, FactsError]] | None = None) -> pl.DataFrame:
+                 errors: list[tuple[int, PolicyEngineError]] | None = None) -> pl.DataFrame:
     """Decide every case of ``population`` at once; equal to ``engine.decide`` case by case.
 
     ``population`` is a polars DataFrame in the layout of docs/population.md, or a list of facts
@@ -1864,9 +1864,10 @@ def decide_batch(engine: Any, population: pl.DataFrame | Split | Sequence[Any], 
     scalar path (see ``unsupported`` for decisions that are never vectorised).
 
     A case ``decide`` refuses although its facts are well formed (a computation beyond 34 digits,
-    a whole number beyond 64 bits) raises ``FactsError`` naming its position; with ``errors``,
-    each such case is appended there as (position, error) instead, its row left null, and the
-    other rows are decided.
+    a whole number beyond 64 bits) raises ``FactsError`` naming its position, and a case the policy
+    itself cannot decide (two rows of a U table match it, PE301; rows of an A table disagree,
+    PE302) ``PolicyError``, as ``decide`` does; with ``errors``, each such case is appended there
+    as (position, error) instead, its row left null, and the other rows are decided.
     """
     day = as_date(as_of)
     facts_list = None
@@ -1874,16 +1875,17 @@ def decide_batch(engine: Any, population: pl.DataFrame | Split | Sequence[Any], 
     if not isinstance(population, (pl.DataFrame, Split)):
         facts_list = list(population)
         population, scalar = _facts_population(engine, facts_list, entity)
-    refused: list[tuple[int, FactsError]] = []
+    refused: list[tuple[int, PolicyEngineError]] = []
     result = _run(engine, population, day, entity, decisions, {}, facts_list, scalar, refused)
     if refused and errors is None:
-        raise FactsError([d for i, exc in refused for d in _at(i, exc)])
+        found = [d for i, exc in refused for d in _at(i, exc)]
+        raise PolicyError(found) if any(isinstance(exc, PolicyError) for _, exc in refused) else FactsError(found)
     if errors is not None:
         errors.extend(refused)
     return result
 
 
-def _at(i: int, exc: FactsError) -> list[Diagnostic]:
+def _at(i: int, exc: PolicyEngineError) -> list[Diagnostic]:
     """``exc``'s diagnostics as those of case ``i`` of a batch (``[i].path: ...`` as a frame's
     rows are named, path ``[i].path``)."""
     return [make(d.code, f"[{i}].{d.message}" if d.path and d.message.startswith(d.path) else f"[{i}] {d.message}",
@@ -1892,7 +1894,7 @@ def _at(i: int, exc: FactsError) -> list[Diagnostic]:
 
 def _run(engine: Any, population: pl.DataFrame | Split, day: dt.date, entity: str, decisions: list[str] | None,
          reasons: dict[str, str], facts_list: list[Any] | None = None, scalar: Sequence[int] = (),
-         refused: list[tuple[int, FactsError]] | None = None) -> pl.DataFrame:
+         refused: list[tuple[int, PolicyEngineError]] | None = None) -> pl.DataFrame:
     """``decide_batch``; the cases at positions ``scalar`` (whose facts the population could not
     hold: they are in ``facts_list``) are decided by the scalar path."""
     policy: ir.CompiledPolicy = engine.policy
@@ -2022,7 +2024,7 @@ def _out_dtype(kind: str, scale: int) -> pl.DataType:
 def _fallback(engine: Any, population: pl.DataFrame | Split, day: dt.date, entity: str, result: pl.DataFrame,
               specs: list[tuple[ir.DecisionNode, list[tuple[str, str, int]]]],
               facts_list: list[Any] | None, per_decision: dict[str, pl.Series],
-              refused: list[tuple[int, FactsError]]) -> pl.DataFrame:
+              refused: list[tuple[int, PolicyEngineError]]) -> pl.DataFrame:
     """Decide the rows marked ``_fallback`` with the scalar path and write them into the result;
     a row ``decide`` refuses is appended to ``refused`` and left null."""
     from .evaluate import Unknown
@@ -2042,7 +2044,7 @@ def _fallback(engine: Any, population: pl.DataFrame | Split, day: dt.date, entit
                 for short, value in decision[did].outputs.items():
                     if not holds_utf8(value):
                         raise FactsError([make("PE401", f"{did}.{short}: {NOT_UTF8}", path=f"{did}.{short}")])
-        except FactsError as exc:
+        except (FactsError, PolicyError) as exc:  # decide refuses the case, or the policy cannot decide it
             refused.append((i, exc))
             for values in updates.values():
                 values.append(None)
