@@ -29,3 +29,21 @@ def write_package(directory: Path, module: dict[str, Any], manifest: dict[str, A
 def engine_for(module: dict[str, Any], manifest: dict[str, Any] | None = None) -> pe.Engine:
     with tempfile.TemporaryDirectory() as tmp:
         return pe.load(write_package(Path(tmp), module, manifest))
+
+
+def same_value(got: Any, want: Any) -> bool:
+    """Whether a batch cell ``got`` is the scalar output ``want`` (an unknown is a null there,
+    a tuple a list; booleans are not numbers)."""
+    from policy_engine.evaluate import Unknown
+
+    if isinstance(want, Unknown):
+        want = None
+    if isinstance(got, list):
+        got = tuple(got)
+    if isinstance(want, list):
+        want = tuple(want)
+    if want is None or got is None:
+        return got is None and want is None
+    if isinstance(want, bool) or isinstance(got, bool):
+        return type(got) is type(want) and got == want
+    return bool(got == want)

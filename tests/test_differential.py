@@ -8,35 +8,17 @@ The one difference allowed is the documented one (docs/population.md): a result 
 from __future__ import annotations
 
 import random
-from decimal import Decimal
 from typing import Any
 
 import pytest
 
 from policy_engine.diagnostics import FactsError, PolicyEngineError, PolicyError
-from policy_engine.evaluate import Unknown
 from policy_engine.vector import decide_batch
 from tests import random_policies as rp
-from tests.helpers import MANIFEST, engine_for
+from tests.helpers import MANIFEST, engine_for, same_value
 
 SEEDS = range(120)  # 120 policies: each of the eleven hit policies in 12 to 22 tables
 CASES = 25
-
-
-def _same(got: Any, want: Any) -> bool:
-    if isinstance(want, Unknown):
-        want = None
-    if isinstance(got, list):
-        got = tuple(got)
-    if isinstance(want, list):
-        want = tuple(want)
-    if want is None or got is None:
-        return got is None and want is None
-    if isinstance(want, bool) or isinstance(got, bool):
-        return type(got) is type(want) and got == want
-    if isinstance(want, Decimal) or isinstance(got, Decimal):
-        return Decimal(got) == Decimal(want)
-    return bool(got == want)
 
 
 @pytest.mark.parametrize("seed", SEEDS)
@@ -65,7 +47,7 @@ def test_the_batch_path_equals_the_scalar_path_on_a_random_policy(seed: int) -> 
             assert row[f"{did}.status"] == outcome.status, (seed, i, did)
             assert tuple(row[f"{did}.fired_rows"] or ()) == tuple(outcome.fired_rows), (seed, i, did)
             for name, want in outcome.outputs.items():
-                assert _same(row[f"{did}.{name}"], want), (seed, i, did, name, row[f"{did}.{name}"], want)
+                assert same_value(row[f"{did}.{name}"], want), (seed, i, did, name, row[f"{did}.{name}"], want)
 
 
 def _batch(engine: Any, cases: list[dict[str, Any]], as_of: str) -> list[Any]:

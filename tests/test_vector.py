@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 import policy_engine as pe
 from policy_engine import ir
 from policy_engine.diagnostics import FactsError, PolicyError
-from policy_engine.evaluate import CONTEXT, ROUNDING_MODES, Unknown
+from policy_engine.evaluate import CONTEXT, ROUNDING_MODES
 from policy_engine.vector import (
     GUARD,
     Split,
@@ -27,6 +27,7 @@ from policy_engine.vector import (
     facts_to_population,
     unsupported,
 )
+from tests.helpers import same_value
 from tests.test_hit_policies import build as build_hit_table
 from tests.test_hit_policies import rows_strategy as hit_rows
 
@@ -158,18 +159,6 @@ def household(engine: Any, as_of: str, r: random.Random, p_missing: float = 0.05
 # --- comparing --------------------------------------------------------------------------------------
 
 
-def _same(got: Any, want: Any) -> bool:
-    if isinstance(want, Unknown):
-        want = None
-    if isinstance(got, list):
-        got = tuple(got)
-    if want is None or got is None:
-        return got is None and want is None
-    if isinstance(want, bool) or isinstance(got, bool):
-        return type(got) is type(want) and got == want
-    return bool(got == want)
-
-
 def assert_equal(engine: Any, facts: list[dict[str, Any]], as_of: str) -> pl.DataFrame:
     result = decide_batch(engine, facts, as_of)
     ids = engine.decision_ids("household")
@@ -183,7 +172,7 @@ def assert_equal(engine: Any, facts: list[dict[str, Any]], as_of: str) -> pl.Dat
             assert row[f"{did}.status"] == outcome.status, (did, i, case)
             assert tuple(row[f"{did}.fired_rows"]) == outcome.fired_rows, (did, i, case)
             for name, want in outcome.outputs.items():
-                assert _same(row[f"{did}.{name}"], want), (did, name, row[f"{did}.{name}"], want, case)
+                assert same_value(row[f"{did}.{name}"], want), (did, name, row[f"{did}.{name}"], want, case)
             if outcome.status == "not_in_force":
                 node = next(d for d in engine.policy.decisions if d.id == did)
                 assert all(row[f"{did}.{o.short}"] is None for o in node.outputs)
@@ -286,7 +275,7 @@ def test_every_hit_policy_equals_the_scalar_path(hit: str, rows: list[Any], xs: 
     for outcome, row in zip(want, got):
         assert row["d.status"] == outcome.status
         assert tuple(row["d.fired_rows"]) == outcome.fired_rows
-        assert _same(row["d.out"], outcome.outputs.get("out"))
+        assert same_value(row["d.out"], outcome.outputs.get("out"))
     # lists (R, O, C) are not vectorised yet: those rows are decided by the scalar path
     if hit in ("R", "O", "C"):
         assert "d" in unsupported(engine, "2024-01-01")
