@@ -4,9 +4,12 @@ change no text (the golden files in test_explain.py fix the text itself)."""
 from __future__ import annotations
 
 import datetime as dt
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import policy_engine as pe
 from policy_engine import explain
@@ -76,3 +79,24 @@ def test_values_of_every_kind_are_shown_as_before() -> None:
                             (explain.Unknown(frozenset({"x"})), "money")]:
             for name in (None, "area_type", "dibao_standard"):
                 assert plan.show(value, name, kind) == names.show(value, name, kind, lang)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.decimals(allow_nan=False, allow_infinity=False, places=None),
+       st.sampled_from([None, "0.01", "1", "0.1", "10", "0.001"]))
+def test_a_number_is_shown_as_format_f_would_show_it(value: Decimal, unit: str | None) -> None:
+    """`explain.fixed` (``str`` where it has no exponent, for speed) gives exactly the text of
+    ``format(value, "f")``, padded to the unit's places, never rounded."""
+    from policy_engine.evaluate import CONTEXT
+    from policy_engine.explain import fixed
+
+    shown = fixed(value, Decimal(unit) if unit else None)
+    expected = value
+    if unit:
+        try:
+            padded = CONTEXT.quantize(value, Decimal(unit))
+        except InvalidOperation:
+            padded = value
+        expected = padded if padded == value else value
+    assert shown == format(expected, "f")
+    assert Decimal(shown) == value  # never rounded

