@@ -805,3 +805,26 @@ def test_a_large_amount_beside_a_quotient_is_not_wrapped_in_128_bits() -> None:
     want = [engine.decide(c, "2023-07-01")["d"].value for c in cases]
     assert want[0] == 681219108667825609
     assert decide_batch(engine, cases, "2023-07-01")["d.value"].to_list() == want
+
+
+@pytest.mark.parametrize("precision", [28, 3])
+def test_the_places_kept_for_a_fallback_value_never_round_the_batch_values(precision: int) -> None:
+    """Found by review: the places the batch values need were found with ``normalize()`` in the
+    calling thread's context (28 digits), so a 32-digit batch value was cast to too few places
+    and rounded without a word, beside a row the batch refused."""
+    import decimal
+
+    from tests.helpers import engine_for
+
+    engine = engine_for({
+        "inputs": {"a": {"path": "a", "type": "decimal", "label": _L}, "b": {"path": "b", "type": "decimal", "label": _L}},
+        "decisions": {"d": {"label": _L, "cite": "s §1", "value": "a * b", "type": "decimal"}}})
+    cases = [{"a": "12345678901234.5678", "b": "1234567890.12347"},
+             {"a": "99999999999999999.9", "b": "99999999999999999.9"}]  # the scalar path's row, refused
+    want = engine.decide(cases[0], "2023-07-01")["d"].value
+    with decimal.localcontext() as ctx:
+        ctx.prec = precision
+        errors: list[tuple[int, FactsError]] = []
+        table = decide_batch(engine, cases, "2023-07-01", errors=errors)
+    assert table["d.value"][0] == want == Decimal("15241578753238999737843.374086266")
+    assert [i for i, _ in errors] == [1]

@@ -2076,7 +2076,9 @@ def _fallback(engine: Any, population: pl.DataFrame | Split, day: dt.date, entit
             if scale > places and any(isinstance(v, (Decimal, int)) and not _fits_column(v, scale) for v in values):
                 # the batch plan's scale may exceed what the batch-decided values need: use theirs
                 decided_here = result.filter(pl.col("_fallback").not_())[name].drop_nulls().to_list()
-                scale = min(scale, max(places, _scale_of([v.normalize() for v in decided_here])))
+                # exactly (EXACT: the thread's context would round a long value, and the cast below
+                # would then round the batch's own values without a word)
+                scale = min(scale, max(places, _scale_of([v.normalize(EXACT) for v in decided_here])))
             widened[name] = pl.Decimal(38, scale)
             for k, v in enumerate(values):
                 if isinstance(v, (Decimal, int)) and not _fits_column(v, scale):
