@@ -718,7 +718,7 @@ def test_a_decision_polars_cannot_compute_on_these_values_is_decided_by_the_scal
         decisions: dict[str, Any], facts: dict[str, Any]) -> None:
     """Found by a differential fuzz: each of these crashed ``decide_batch`` (a polars error, or a
     Python int too large for polars) where ``decide`` answers. Such a decision's rows now go to
-    the scalar path, the reference, and ``unsupported`` says why."""
+    the scalar path, the reference."""
     from tests.helpers import engine_for
 
     engine = engine_for({"inputs": _INPUTS, "decisions": decisions})
