@@ -909,6 +909,29 @@ def test_decided_in_order_keeps_the_order_and_raises_where_the_error_is() -> Non
         running["most"] = 0
     assert list(P._decided_in_order(iter(range(5)), lambda k: -k, 3)) == [0, -1, -2, -3, -4]
 
+    def reader(fail_at: int) -> Any:
+        yield from range(fail_at)
+        raise OSError(f"reader failed at chunk {fail_at}")
+
+    def deciding(fail_at: int | None) -> Any:
+        def decide(k: int) -> int:
+            if k == fail_at:
+                raise ValueError(f"decide failed at chunk {k}")
+            return k
+        return decide
+
+    for workers in (1, 2, 4):  # the first error in the file's order, whatever the workers
+        got = []
+        with pytest.raises(ValueError, match="chunk 1"):
+            for value in P._decided_in_order(reader(3), deciding(1), workers):
+                got += [value]
+        assert got == [0]
+        got = []
+        with pytest.raises(OSError, match="chunk 3"):
+            for value in P._decided_in_order(reader(3), deciding(None), workers):
+                got += [value]
+        assert got == [0, 1, 2]  # every chunk read before the reader failed
+
 
 def test_screen_refuses_fewer_than_one_worker(tmp_path: Path, anhui: pe.Engine, synth_file: Path) -> None:
     with pytest.raises(ValueError, match="at least 1"):
@@ -956,3 +979,24 @@ def test_a_household_the_policy_cannot_decide_is_reported_and_the_others_are_dec
     assert "the policy cannot decide this household (PE301)" in result.errors[0].message
     table = pl.read_parquet(tmp_path / "o.parquet")
     assert table["household_id"].to_list() == ["A", "C"] and table["d.value"].to_list() == [1, 2]
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_errors_come_in_the_files_order_within_a_chunk_too(tmp_path: Path, workers: int) -> None:
+    """Found by review: a chunk's refused rows (here PE301) were reported after the reader's
+    errors for later rows of the same chunk."""
+    from tests.helpers import engine_for
+
+    label = {"zh": "x", "en": "x"}
+    engine = engine_for({
+        "inputs": {"n": {"path": "n", "type": "integer", "label": label}},
+        "decisions": {"d": {"label": label, "cite": "s §1", "type": "integer",
+                            "table": {"hit": "U", "inputs": ["n"], "outputs": ["value"], "rows": [
+                                {"id": "low", "when": ["< 5"], "then": [1]},
+                                {"id": "mid", "when": ["[3..9]"], "then": [2]}]}}}})
+    lines = ['{"household_id": "A", "n": 1}', '{"household_id": "B", "n": 4}', '{"household_id": "C", "n": 7}',
+             '{"household_id": "D", "n": "x"}', '{"household_id": "E", "n": 3}', '{"household_id": "F", "n": 8}']
+    (tmp_path / "h.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    result = P.screen(engine, tmp_path / "h.jsonl", tmp_path / "o.parquet", AS_OF, chunk_size=4, workers=workers)
+    assert [(e.row, e.column) for e in result.errors] == [(2, ""), (4, "n"), (5, "")]
+    assert pl.read_parquet(tmp_path / "o.parquet")["household_id"].to_list() == ["A", "C", "F"]

@@ -775,7 +775,8 @@ def _errors_of(number: int, hid: str | None, exc: PolicyEngineError) -> list[Row
         if column and message.startswith(column + ": "):
             message = message[len(column) + 2:]
         if isinstance(exc, PolicyError):  # not the row's facts: the policy cannot decide this case
-            message = f"the policy cannot decide this household ({d.code}): {message}"
+            message = f"the policy cannot decide this household ({d.code}): {d.message}"
+            column = ""  # the diagnostic's path is in the policy, not a column of the file
         out.append(RowError(number, column, message, hid))
     return out
 
@@ -1247,6 +1248,7 @@ def _decide_chunk(engine: Any, chunk: tuple[Any, pl.Series, pl.Series] | None, r
     if refused:  # e.g. a computation beyond 34 digits: that row's error, the others go on
         for i, exc in sorted(refused, key=lambda r: r[0]):
             errors.extend(_errors_of(int(rows[i]), ids[i], exc))
+        errors.sort(key=lambda e: e.row)  # in the file's order, with the reader's (stable: a row's own order kept)
         gone = pl.Series([i for i, _ in refused], dtype=pl.Int64)
         table = table.filter(pl.int_range(pl.len(), dtype=pl.Int64).is_in(gone.implode()).not_())
     return table, errors
@@ -1267,7 +1269,18 @@ def _decided_in_order(chunks: Iterator[Any], decide: Callable[..., Any], workers
     pending: deque[Future[Any]] = deque()
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="policy-engine-decide") as pool:
         try:
-            for chunk in chunks:
+            source = iter(chunks)
+            while True:
+                try:
+                    chunk = next(source)
+                except StopIteration:
+                    break
+                except Exception:
+                    # the reader failed: the chunks read before it come first, as with one worker
+                    # (their results, or the first of their errors, which is then raised instead)
+                    while pending:
+                        yield pending.popleft().result()
+                    raise
                 pending.append(pool.submit(decide, chunk))
                 if len(pending) >= workers:
                     yield pending.popleft().result()
