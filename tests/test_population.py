@@ -953,21 +953,28 @@ def test_default_workers_follow_the_cores_this_process_may_use(monkeypatch: pyte
     assert P.default_workers() == 1
 
 
+def _overlapping_u_table() -> pe.Engine:
+    """A unique (U) table whose rows overlap on 3..4: a household with n = 3 or 4 cannot be
+    decided (PE301)."""
+    from tests.helpers import engine_for
+
+    label = {"zh": "x", "en": "x"}
+    return engine_for({
+        "inputs": {"n": {"path": "n", "type": "integer", "label": label}},
+        "decisions": {"d": {"label": label, "cite": "s §1", "type": "integer",
+                            "table": {"hit": "U", "inputs": ["n"], "outputs": ["value"], "rows": [
+                                {"id": "low", "when": ["< 5"], "then": [1]},
+                                {"id": "mid", "when": ["[3..9]"], "then": [2]}]}}}})
+
+
 def test_a_household_the_policy_cannot_decide_is_reported_and_the_others_are_decided(tmp_path: Path) -> None:
     """Two rows of a unique (U) table matching one household is a defect of the policy for that
     case (PE301): ``decide`` raises PolicyError. ``screen`` used to stop on it, deciding no one;
     it now reports that household as its row's error, with the code, and decides the others."""
     from policy_engine.diagnostics import PolicyError
     from policy_engine.vector import decide_batch
-    from tests.helpers import engine_for
 
-    label = {"zh": "x", "en": "x"}
-    engine = engine_for({
-        "inputs": {"n": {"path": "n", "type": "integer", "label": label}},
-        "decisions": {"d": {"label": label, "cite": "s §1", "type": "integer",
-                            "table": {"hit": "U", "inputs": ["n"], "outputs": ["value"], "rows": [
-                                {"id": "low", "when": ["< 5"], "then": [1]},
-                                {"id": "mid", "when": ["[3..9]"], "then": [2]}]}}}})
+    engine = _overlapping_u_table()
     rows = [{"household_id": "A", "n": 1}, {"household_id": "B", "n": 4}, {"household_id": "C", "n": 7}]
     (tmp_path / "h.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     with pytest.raises(PolicyError, match="PE301"):
@@ -985,15 +992,7 @@ def test_a_household_the_policy_cannot_decide_is_reported_and_the_others_are_dec
 def test_errors_come_in_the_files_order_within_a_chunk_too(tmp_path: Path, workers: int) -> None:
     """Found by review: a chunk's refused rows (here PE301) were reported after the reader's
     errors for later rows of the same chunk."""
-    from tests.helpers import engine_for
-
-    label = {"zh": "x", "en": "x"}
-    engine = engine_for({
-        "inputs": {"n": {"path": "n", "type": "integer", "label": label}},
-        "decisions": {"d": {"label": label, "cite": "s §1", "type": "integer",
-                            "table": {"hit": "U", "inputs": ["n"], "outputs": ["value"], "rows": [
-                                {"id": "low", "when": ["< 5"], "then": [1]},
-                                {"id": "mid", "when": ["[3..9]"], "then": [2]}]}}}})
+    engine = _overlapping_u_table()
     lines = ['{"household_id": "A", "n": 1}', '{"household_id": "B", "n": 4}', '{"household_id": "C", "n": 7}',
              '{"household_id": "D", "n": "x"}', '{"household_id": "E", "n": 3}', '{"household_id": "F", "n": 8}']
     (tmp_path / "h.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
