@@ -1911,7 +1911,10 @@ def _run(engine: Any, population: pl.DataFrame | Split, day: dt.date, entity: st
     for node in wanted:
         try:
             status, values, fired = batch.decide(node)
-            made = None if status == "not_in_force" else _decision_frame(batch, node, values, fired)
+            # not in force: the same on every row, so a row sent to the scalar path for another
+            # decision need not decide this one again (unless its facts are there only, `scalar`)
+            frame, outs = _decision_frame(batch, node, values, fired) if status != "not_in_force" else \
+                _constant_frame(node, n, "not_in_force", to_scalar=False)
         except _TO_SCALAR as exc:
             # a decision this path cannot compute (Unsupported), or one whose computation polars
             # refused on these values: every row of it is decided by the scalar path, the reference
@@ -1922,27 +1925,7 @@ def _run(engine: Any, population: pl.DataFrame | Split, day: dt.date, entity: st
             # the decision may have been partly compiled: forget its partial state
             batch.results.pop(node.id, None)
             batch.in_progress.discard(node.id)
-            fallback = fallback | True
-            per_decision[node.id] = pl.repeat(True, n, dtype=pl.Boolean, eager=True)
-            outs = [(o.short, _out_kind(o), 0) for o in node.outputs]
-            columns.append(pl.repeat(None, n, dtype=pl.String, eager=True).alias(f"{node.id}.status"))
-            for short, kind, _ in outs:
-                columns.append(pl.repeat(None, n, dtype=_out_dtype(kind, 0), eager=True).alias(f"{node.id}.{short}"))
-            columns.append(pl.Series(f"{node.id}.fired_rows", [[]] * n, dtype=pl.List(pl.String)))
-            specs.append((node, outs))
-            continue
-        if made is None:  # not in force
-            # the same on every row: a row sent to the scalar path for another decision need not
-            # decide this one again (unless its facts are there only, `scalar` below)
-            per_decision[node.id] = pl.repeat(False, n, dtype=pl.Boolean, eager=True)
-            columns.append(pl.Series(f"{node.id}.status", ["not_in_force"] * n, dtype=pl.String))
-            outs = [(o.short, _out_kind(o), 0) for o in node.outputs]
-            for short, kind, _ in outs:
-                columns.append(pl.repeat(None, n, dtype=_out_dtype(kind, 0), eager=True).alias(f"{node.id}.{short}"))
-            columns.append(pl.Series(f"{node.id}.fired_rows", [[]] * n, dtype=pl.List(pl.String)))
-            specs.append((node, outs))
-            continue
-        frame, outs = made
+            frame, outs = _constant_frame(node, n, None, to_scalar=True)
         columns.extend(frame[c] for c in frame.columns[:-1])
         fallback = fallback | frame["_fb"]
         per_decision[node.id] = frame["_fb"]
@@ -1956,6 +1939,19 @@ def _run(engine: Any, population: pl.DataFrame | Split, day: dt.date, entity: st
         result = _fallback(engine, population, day, entity, result, specs, facts_list, per_decision,
                            refused if refused is not None else [])
     return result
+
+
+def _constant_frame(node: ir.DecisionNode, n: int, status: str | None, to_scalar: bool
+                    ) -> tuple[pl.DataFrame, list[tuple[str, str, int]]]:
+    """A decision's columns when they are the same on every row: ``status`` (None: left to the
+    scalar path), null outputs, no fired row; ``_fb`` is ``to_scalar``."""
+    outs = [(o.short, _out_kind(o), 0) for o in node.outputs]
+    frame = pl.DataFrame([
+        pl.Series(f"{node.id}.status", [status] * n, dtype=pl.String),
+        *(pl.repeat(None, n, dtype=_out_dtype(kind, 0), eager=True).alias(f"{node.id}.{short}") for short, kind, _ in outs),
+        pl.Series(f"{node.id}.fired_rows", [[]] * n, dtype=pl.List(pl.String)),
+        pl.repeat(to_scalar, n, dtype=pl.Boolean, eager=True).alias("_fb")])
+    return frame, outs
 
 
 def _decision_frame(batch: Batch, node: ir.DecisionNode, values: dict[str, V], fired: V | None
