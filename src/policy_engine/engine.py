@@ -239,7 +239,7 @@ class Engine:
         return self._decide_read(values, members, day, entity, wanted, trace)
 
     def _decide_read(self, values: dict[str, Any], members: list[dict[str, Any]] | None, day: dt.date, entity: str,
-                     wanted: Any, trace: bool) -> Decision:
+                     wanted: Sequence[ir.DecisionNode], trace: bool) -> Decision:
         """``decide`` on facts already read (``intake.read_facts``), for the decisions ``wanted``."""
         backend = self._backends.get(trace)
         runners = (backend if backend is not None else self._backend(trace)).runners
