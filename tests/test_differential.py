@@ -57,3 +57,16 @@ def _batch(engine: Any, cases: list[dict[str, Any]], as_of: str) -> list[Any]:
     table = decide_batch(engine, cases, as_of, errors=errors)
     refused = dict(errors)
     return [refused.get(i) or table.row(i, named=True) for i in range(len(cases))]
+
+
+def test_a_row_sent_back_for_another_decision_keeps_its_values() -> None:
+    """Seed 214 with 200 households: rows sent to the scalar path for one decision keep the batch
+    values of another, whose column the scalar values then widened to 38 places, beyond what
+    those kept values allow (the cast failed: InvalidOperationError). The column now widens only
+    as far as every value kept still fits."""
+    global CASES
+    saved, CASES = CASES, 200
+    try:
+        test_the_batch_path_equals_the_scalar_path_on_a_random_policy(214)
+    finally:
+        CASES = saved

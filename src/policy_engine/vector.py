@@ -42,7 +42,7 @@ from typing import Any
 
 import polars as pl
 
-from . import ir
+from . import ir, kernel
 from .diagnostics import Diagnostic, FactsError, PolicyEngineError, PolicyError, make
 from .evaluate import CONTEXT, EXACT
 from .intake import (
@@ -1655,7 +1655,24 @@ def _fact_error(rows: pl.Series, member: pl.Series | None, i: int, path: str, me
     return make("PE401", f"{where}: {message}", path=where, hint=hint)
 
 
-def _check_split(split: Split) -> None:
+def _quick_num(series: pl.Series, node: ir.InputNode) -> tuple[pl.Series, int] | None:
+    """A decimal column ``_plainly_valid`` accepts, as ``_num_column`` gives it when it is
+    narrow, in one pass (``kernel.narrow_decimal``); None: the column takes the general path."""
+    if node.type not in ("money", "decimal") or not isinstance(series.dtype, pl.Decimal):
+        return None
+    found = kernel.narrow_decimal(series)
+    if found is None:
+        return None
+    values, lo, hi = found
+    scale = series.dtype.scale or 0
+    limit = 10 ** (DECIMAL_DIGITS + scale)
+    signed = node.type == "decimal" or node.path[-1] in _SIGNED_MONEY
+    if scale > DECIMAL_DIGITS or not (-limit < lo and hi < limit and (signed or lo >= 0)) or not _narrow((lo, hi)):
+        return None
+    return values, scale
+
+
+def _check_split(split: Split, fast: bool = False) -> None:
     """A caller's ``Split`` (``checked=False``) is consistent, or ``ValueError`` says how not: a
     member's ``_hh`` that names no case (or a negative one, which would be read from the end)
     would give its facts to another household."""
@@ -1667,6 +1684,8 @@ def _check_split(split: Split) -> None:
     if "_hh" not in mem.columns or not mem.schema["_hh"].is_integer():
         raise ValueError("Split.members needs an integer `_hh` column: each member's household, 0-based")
     owner = mem["_hh"]
+    if fast and split.sizes is not None and len(split.sizes) == split.height and kernel.owners_match(owner, split.sizes):
+        return  # members in household order, each owned by its household (one pass)
     if owner.has_nulls() or (len(owner) and (int(owner.min()) < 0 or int(owner.max()) >= split.height)):  # type: ignore[arg-type]
         raise ValueError(f"Split.members `_hh` must name a household, 0 to {split.height - 1}, on every member")
     if split.sizes is not None and len(split.sizes) == split.height and int(split.sizes.sum() or 0) == len(owner):
@@ -1758,17 +1777,77 @@ def _input_column(s: pl.Series, node: ir.InputNode, scope: str, scales: dict[tup
     return s
 
 
-def _prepare(policy: ir.CompiledPolicy, population: pl.DataFrame | Split, entity: str
+@dataclass
+class Deferred:
+    """A decimal input column of a large batch, kept as given (``Decimal``) for the compiled
+    kernel, which reads its Arrow buffer and checks each value as it goes; converted and
+    checked here (``settle``) only when the polars plan, or a value the kernel flags, needs it."""
+
+    node: ir.InputNode
+    series: pl.Series
+    rows: pl.Series
+    member: pl.Series | None
+    checked: bool
+
+    @property
+    def scale(self) -> int:
+        assert isinstance(self.series.dtype, pl.Decimal)
+        return self.series.dtype.scale or 0
+
+    def settle(self, errors: list[Diagnostic]) -> tuple[pl.Series, int]:
+        """The column as ``_prepare`` gives it (fixed-point integers) and its scale; its refused
+        values reported in ``errors``."""
+        quick = _quick_num(self.series, self.node)
+        if quick is not None:
+            return quick
+        raw = self.series if self.checked else _read_checked(self.series, self.node, self.rows, self.member, errors)
+        scales: dict[tuple[str, str], int] = {}
+        column = _input_column(raw, self.node, "deferred", scales)
+        return column, scales[("deferred", self.node.name)]
+
+
+def _deferrable(series: pl.Series, node: ir.InputNode) -> bool:
+    """A money or decimal column the kernel can read as it is: decimal128 of at most 18 places."""
+    return (node.type in ("money", "decimal") and isinstance(series.dtype, pl.Decimal)
+            and (series.dtype.scale or 0) <= DECIMAL_DIGITS and (series.dtype.precision or 38) <= 38)
+
+
+def _settle(batch: Batch, deferred: dict[tuple[str, str], Deferred], keys: Any) -> None:
+    """Convert (and check) the deferred columns ``keys`` into the batch's frames."""
+    errors: list[Diagnostic] = []
+    for key in list(keys):
+        column, scale = deferred.pop(key).settle(errors)
+        scope = batch.h if key[0] == "entity" else batch.m
+        assert scope is not None
+        if not errors:
+            scope.df = scope.df.with_columns(column.alias(f"in:{key[1]}"))
+            batch.scales[key] = scale
+    if errors:
+        raise FactsError(errors)
+
+
+def _prepare(policy: ir.CompiledPolicy, population: pl.DataFrame | Split, entity: str,
+             deferred: dict[tuple[str, str], Deferred] | None = None
              ) -> tuple[pl.DataFrame, pl.DataFrame | None, dict[tuple[str, str], int]]:
+    """The population's frames for a batch (``_hh`` and ``in:<input>`` columns, checked and
+    converted) and the scale of each numeric column. With ``deferred`` (a large batch), decimal
+    columns are left as given and listed there (see ``Deferred``)."""
     scales: dict[tuple[str, str], int] = {}
     errors: list[Diagnostic] = []
     table = population.households if isinstance(population, Split) else population
     checked = isinstance(population, Split) and population.checked
+    # a large batch: decimal columns are read in one pass each (kernel.narrow_decimal)
+    fast = population.height >= kernel.MIN_ROWS and kernel.available()
     if isinstance(population, Split) and not checked:
-        _check_split(population)
+        _check_split(population, fast)
     cols = [pl.Series("_hh", range(population.height), dtype=pl.Int64)]
     for node in policy.inputs:
         if node.entity != entity or node.name not in table.columns:
+            continue
+        if fast and deferred is not None and _deferrable(table[node.name], node):
+            later = deferred[("entity", node.name)] = Deferred(node, table[node.name], cols[0], None, checked)
+            cols.append(later.series.alias(f"in:{node.name}"))
+            scales[("entity", node.name)] = later.scale
             continue
         raw = table[node.name] if checked else _read_checked(table[node.name], node, cols[0], None, errors)
         cols.append(_input_column(raw, node, "entity", scales).alias(f"in:{node.name}"))
@@ -1800,6 +1879,11 @@ def _prepare(policy: ir.CompiledPolicy, population: pl.DataFrame | Split, entity
             if node.entity != "member" or node.name not in fields:
                 continue
             s = unnested[node.name] if unnested is not None else pl.Series(node.name, [], dtype=pl.Null)
+            if fast and deferred is not None and _deferrable(s, node):
+                later = deferred[("member", node.name)] = Deferred(node, s, owner, position, checked)
+                mcols.append(later.series.alias(f"in:{node.name}"))
+                scales[("member", node.name)] = later.scale
+                continue
             if not checked:
                 s = _read_checked(s, node, owner, position, errors)
             mcols.append(_input_column(s, node, "member", scales).alias(f"in:{node.name}"))
@@ -1899,7 +1983,8 @@ def _run(engine: Any, population: pl.DataFrame | Split, day: dt.date, entity: st
     hold: they are in ``facts_list``) are decided by the scalar path."""
     policy: ir.CompiledPolicy = engine.policy
     wanted = engine.select(entity, decisions)
-    entity_df, members_df, scales = _prepare(policy, population, entity)
+    deferred: dict[tuple[str, str], Deferred] = {}
+    entity_df, members_df, scales = _prepare(policy, population, entity, deferred)
     batch = Batch(engine, entity_df, members_df, day, entity, scales)
     if isinstance(population, Split) and population.sizes is not None and members_df is not None:
         batch.sizes = population.sizes
@@ -1908,7 +1993,19 @@ def _run(engine: Any, population: pl.DataFrame | Split, day: dt.date, entity: st
     fallback = pl.repeat(False, n, dtype=pl.Boolean, eager=True).alias("_fallback")
     per_decision: dict[str, pl.Series] = {}
     specs: list[tuple[ir.DecisionNode, list[tuple[str, str, int]]]] = []
+    vouched: set[tuple[str, str]] = set()  # deferred columns the kernel read and found valid
+    compiled = _kernel_frames(batch, wanted, n, reasons, deferred, vouched) if deferred is not None else {}
+    # the polars plan reads converted columns; a column no kernel vouched for is checked here
+    plan = any(node.id not in compiled and (node.in_force is None or node.in_force.contains(day)) for node in wanted)
+    _settle(batch, deferred, list(deferred) if plan else [k for k in deferred if k not in vouched])
     for node in wanted:
+        if node.id in compiled:
+            frame, outs = compiled[node.id]
+            columns.extend(frame[c] for c in frame.columns[:-1])
+            fallback = fallback | frame["_fb"]
+            per_decision[node.id] = frame["_fb"]
+            specs.append((node, outs))
+            continue
         try:
             status, values, fired = batch.decide(node)
             # not in force: the same on every row, so a row sent to the scalar path for another
@@ -1941,6 +2038,33 @@ def _run(engine: Any, population: pl.DataFrame | Split, day: dt.date, entity: st
     return result
 
 
+def _kernel_frames(batch: Batch, wanted: list[ir.DecisionNode], n: int, reasons: dict[str, str],
+                   deferred: dict[tuple[str, str], Deferred], vouched: set[tuple[str, str]]
+                   ) -> dict[str, tuple[pl.DataFrame, list[tuple[str, str, int]]]]:
+    """The decisions of a large batch that a compiled kernel computes (``kernel.py``); the
+    others, and every decision of a small batch, are left to the polars plan below. The deferred
+    columns the kernel read and found valid are added to ``vouched``."""
+    if n < kernel.MIN_ROWS or not kernel.available():
+        return {}
+    day = batch.as_of
+    in_force = [node for node in wanted if (node.in_force is None or node.in_force.contains(day))
+                and batch.policy.version_at(day) is not None]
+    offsets = None
+    if batch.m is not None:
+        if batch.sizes is not None and len(batch.sizes) == n and not batch.sizes.has_nulls() \
+                and int(batch.sizes.min() or 0) >= 0:
+            offsets = kernel.offsets_of(batch.sizes)  # (one cumulative sum, no checks of segments())
+        if offsets is None or offsets[-1] != batch.m.df.height:
+            segments = batch.segments()
+            if segments is None:  # members not in household order: the polars plan groups them
+                return {}
+            offsets = kernel.offsets_of(pl.concat([pl.Series([0], dtype=I64), segments[2].cast(I64)]))[1:]
+    skipped: dict[str, str] = {}
+    raw = {key: (d.node.type == "decimal" or d.node.path[-1] in _SIGNED_MONEY) for key, d in deferred.items()}
+    return kernel.decide(batch.policy, day, batch.entity, in_force, batch.h.df,
+                         batch.m.df if batch.m is not None else None, batch.scales, offsets, skipped, raw, vouched)
+
+
 def _constant_frame(node: ir.DecisionNode, n: int, status: str | None, to_scalar: bool
                     ) -> tuple[pl.DataFrame, list[tuple[str, str, int]]]:
     """A decision's columns when they are the same on every row: ``status`` (None: left to the
@@ -1949,7 +2073,7 @@ def _constant_frame(node: ir.DecisionNode, n: int, status: str | None, to_scalar
     frame = pl.DataFrame([
         pl.Series(f"{node.id}.status", [status] * n, dtype=pl.String),
         *(pl.repeat(None, n, dtype=_out_dtype(kind, 0), eager=True).alias(f"{node.id}.{short}") for short, kind, _ in outs),
-        pl.Series(f"{node.id}.fired_rows", [[]] * n, dtype=pl.List(pl.String)),
+        pl.Series(f"{node.id}.fired_rows", [[]], dtype=pl.List(pl.String)).new_from_index(0, n),
         pl.repeat(to_scalar, n, dtype=pl.Boolean, eager=True).alias("_fb")])
     return frame, outs
 
@@ -2069,12 +2193,18 @@ def _fallback(engine: Any, population: pl.DataFrame | Split, day: dt.date, entit
         if isinstance(dtype, pl.Decimal):
             places = _scale_of([v if isinstance(v, Decimal) else None for v in values])
             scale = min(38, max(dtype.scale or 0, places))
+            decided_here = result[name].drop_nulls()  # the batch's values kept (rows not sent back: null)
             if scale > places and any(isinstance(v, (Decimal, int)) and not _fits_column(v, scale) for v in values):
                 # the batch plan's scale may exceed what the batch-decided values need: use theirs
-                decided_here = result.filter(pl.col("_fallback").not_())[name].drop_nulls().to_list()
-                # exactly (EXACT: the thread's context would round a long value, and the cast below
-                # would then round the batch's own values without a word)
-                scale = min(scale, max(places, _scale_of([v.normalize(EXACT) for v in decided_here])))
+                # (exactly: EXACT, as the thread's context would round a long value, and the cast
+                # below would then round the batch's own values without a word)
+                scale = min(scale, max(places, _scale_of([v.normalize(EXACT) for v in decided_here.to_list()])))
+            if scale > (dtype.scale or 0) and decided_here.len():
+                # widened, the batch's own values must still fit 38 digits: a scalar value that
+                # needs more places than that leaves is its row's error (below)
+                largest = Decimal(max(abs(decided_here.min()), abs(decided_here.max())))  # type: ignore[arg-type]
+                whole = largest.adjusted() + 1 if largest else 0
+                scale = max(dtype.scale or 0, min(scale, 38 - max(whole, 0)))
             widened[name] = pl.Decimal(38, scale)
             for k, v in enumerate(values):
                 if isinstance(v, (Decimal, int)) and not _fits_column(v, scale):

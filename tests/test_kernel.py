@@ -1,0 +1,245 @@
+"""The compiled kernel (``kernel.py``) decides as the scalar path does.
+
+``decide_batch`` hands a large batch to the kernel (``kernel.MIN_ROWS`` households or more);
+here every batch goes to it, so that small random batches test it against ``Engine.decide``:
+shipped policies with households near their thresholds, random policies of every construct
+the kernel writes, values that trip its guards, and malformed values it must report."""
+
+from __future__ import annotations
+
+import random
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import policy_engine as pe
+from policy_engine import kernel
+from policy_engine.diagnostics import FactsError
+from policy_engine.vector import Split, decide_batch
+from tests import random_policies as rp
+from tests.helpers import MANIFEST, engine_for, same_value
+from tests.test_differential import _batch
+from tests.test_vector import HUAIYUAN, SMALL, assert_equal, household
+
+ROOT = Path(__file__).parent.parent
+SHARED = pe.load(ROOT / "benchmarks" / "policies" / "shared_dibao")
+
+
+@pytest.fixture(scope="session")
+def kernel_cache(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """One cache of compiled kernels for the session (each source is compiled once)."""
+    return str(tmp_path_factory.mktemp("kernels"))
+
+
+@pytest.fixture(autouse=True)
+def every_batch_compiled(monkeypatch: pytest.MonkeyPatch, kernel_cache: str) -> None:
+    monkeypatch.setattr(kernel, "MIN_ROWS", 0)
+    monkeypatch.setenv("POLICY_ENGINE_CACHE", kernel_cache)
+
+
+@pytest.fixture
+def compiled(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
+    """How many batches the kernel decided each decision of (a test that expects the kernel at
+    work checks it was)."""
+    seen: dict[str, int] = {}
+    original = kernel.decide
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        frames = original(*args, **kwargs)
+        for did in frames:
+            seen[did] = seen.get(did, 0) + 1
+        return frames
+    monkeypatch.setattr(kernel, "decide", spy)
+    return seen
+
+
+def test_the_shared_rule_and_a_small_policy_are_decided_by_the_kernel(compiled: dict[str, int]) -> None:
+    r = random.Random(5)
+    assert_equal(SMALL, [household(SMALL, "2023-07-01", r) for _ in range(400)], "2023-07-01")
+    assert compiled.get("dibao") == 1
+    facts = [_shared(r) for _ in range(400)]
+    assert_equal(SHARED, facts, "2023-07-01")
+    assert compiled["dibao"] == 2
+
+
+def test_huaiyuan_is_decided_by_the_kernel(compiled: dict[str, int]) -> None:
+    """Every household decision of Huaiyuan (enums, dates, keyed parameters, member lists,
+    hit policies F and U): the same statuses, outputs and fired rows as ``decide``."""
+    r = random.Random(11)
+    facts = [household(HUAIYUAN, "2024-07-01", r, p_missing=0.03) for _ in range(500)]
+    assert_equal(HUAIYUAN, facts, "2024-07-01")
+    assert set(compiled) == set(HUAIYUAN.decision_ids("household"))
+
+
+@pytest.mark.parametrize("seed", range(24))
+def test_random_policies(seed: int, compiled: dict[str, int]) -> None:
+    """Random policies (every hit policy, operator, function, aggregate, keyed parameter,
+    rounding mode...): the decisions the kernel writes, and those it leaves to the polars plan,
+    equal the scalar path on 60 random households."""
+    module = rp.make_policy(seed)
+    rounding = module.pop("_rounding", None)
+    engine = engine_for(module, {**MANIFEST, "rounding": rounding} if rounding else None)
+    r = random.Random(seed * 7919 + 1)
+    as_of = r.choice(rp.AS_OFS)
+    cases = [rp.make_facts(r, r.choice([0.0, 0.05, 0.2])) for _ in range(60)]
+    rows = _batch(engine, cases, as_of)
+    for i, facts in enumerate(cases):
+        try:
+            decision = engine.decide(facts, as_of)
+        except (FactsError, pe.PolicyError) as exc:
+            assert isinstance(rows[i], (FactsError, pe.PolicyError)), (seed, i, str(exc))
+            continue
+        row = rows[i]
+        if isinstance(row, FactsError):
+            assert "more digits than a batch column holds" in str(row), (seed, i, str(row))
+            continue
+        for did, outcome in decision.items():
+            assert row[f"{did}.status"] == outcome.status, (seed, i, did)
+            assert tuple(row[f"{did}.fired_rows"] or ()) == tuple(outcome.fired_rows), (seed, i, did)
+            for name, want in outcome.outputs.items():
+                assert same_value(row[f"{did}.{name}"], want), (seed, i, did, name, row[f"{did}.{name}"], want)
+
+
+def test_random_policies_exercise_the_kernel(compiled: dict[str, int]) -> None:
+    """The random policies above are not all left to the polars plan: most seeds have a
+    decision the kernel writes."""
+    written = 0
+    for seed in range(24):
+        module = rp.make_policy(seed)
+        rounding = module.pop("_rounding", None)
+        engine = engine_for(module, {**MANIFEST, "rounding": rounding} if rounding else None)
+        before = sum(compiled.values())
+        r = random.Random(seed)
+        decide_batch(engine, [rp.make_facts(r, 0.0) for _ in range(3)], r.choice(rp.AS_OFS), errors=[])
+        written += sum(compiled.values()) > before
+    assert written >= 8
+
+
+def _shared(r: random.Random) -> dict[str, Any]:
+    """A household of the shared rule near its thresholds (700 a head; deposits 24 × 700 a head)."""
+    size = r.randint(0, 6)
+    target = Decimal(700 * size + r.randint(-300, 300)) + Decimal(r.randint(0, 99)) / 100
+    members = []
+    for k in range(size):
+        wages = max(Decimal(0), target / size + Decimal(r.randint(-50, 50)) / 100) if k == 0 or r.random() < 0.5 \
+            else Decimal(0)
+        member: dict[str, Any] = {"income": {"wages": wages.quantize(Decimal("0.01"))}}
+        if r.random() < 0.5:
+            member["income"]["other_counted"] = Decimal(r.randint(0, 30000)) / 100
+        if r.random() < 0.03:
+            del member["income"]["wages"]  # not given: needs information
+        members.append(member)
+    facts: dict[str, Any] = {"assets": {"deposits": Decimal(max(0, 24 * 700 * size + r.randint(-200, 200)))}}
+    if r.random() < 0.97:
+        facts["members"] = members
+    return facts
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+                                                                  HealthCheck.function_scoped_fixture])
+@given(seed=st.integers(0, 2**32))
+def test_the_shared_rule_near_its_thresholds(seed: int, compiled: dict[str, int]) -> None:
+    r = random.Random(seed)
+    assert_equal(SHARED, [_shared(r) for _ in range(30)], "2023-07-01")
+    assert compiled.get("dibao")
+
+
+def _split(facts: list[dict[str, Any]]) -> Split:
+    """The shared rule's households in the two-table layout (money as Decimal(38, 2), a fact
+    not given as null), unchecked: as a caller hands them to ``decide_batch``."""
+    money = pl.Decimal(38, 2)
+    members = [(h, m) for h, f in enumerate(facts) for m in f.get("members", [])]
+    households = pl.DataFrame({
+        "deposits": pl.Series([f.get("assets", {}).get("deposits") for f in facts], dtype=money),
+        "members": pl.Series([True if "members" in f else None for f in facts], dtype=pl.Boolean)})
+    table = pl.DataFrame({
+        "_hh": pl.Series([h for h, _ in members], dtype=pl.Int64),
+        "wages": pl.Series([m.get("income", {}).get("wages") for _, m in members], dtype=money),
+        "other_income": pl.Series([m.get("income", {}).get("other_counted") for _, m in members], dtype=money)})
+    sizes = pl.Series("members", [len(f.get("members", [])) for f in facts], dtype=pl.Int64)
+    return Split(households, table, len(facts), checked=False, sizes=sizes)
+
+
+def test_values_beyond_64_bits_go_to_the_scalar_path(compiled: dict[str, int]) -> None:
+    """A deposit of 10^17 yuan (10^19 fen: beyond int64) and wages whose deduction would
+    overflow are decided by the scalar path, exactly; the other rows by the kernel."""
+    r = random.Random(3)
+    facts = [_shared(r) for _ in range(20)]
+    facts[3] = {"assets": {"deposits": Decimal(10) ** 17}, "members": [{"income": {"wages": Decimal(5)}}]}
+    facts[7] = {"assets": {"deposits": Decimal(1)},
+                "members": [{"income": {"wages": Decimal("46116860184273879.03")}}]}
+    result = assert_equal(SHARED, facts, "2023-07-01")
+    assert compiled.get("dibao")
+    assert result["_fallback"].arg_true().to_list() == [3, 7]
+
+
+def test_a_value_decide_refuses_is_reported_with_its_row(compiled: dict[str, int]) -> None:
+    """An unchecked two-table population with a negative wage: the same error as the polars
+    plan gives (the kernel reads the column as given, and sends it back to be checked)."""
+    good = {"assets": {"deposits": Decimal(100)}, "members": [{"income": {"wages": Decimal(100)}}]}
+    bad = _split([good, {"assets": {"deposits": Decimal(100)}, "members": [{"income": {"wages": Decimal(-5)}}]}])
+    with pytest.raises(FactsError) as info:
+        decide_batch(SHARED, bad, "2023-07-01")
+    kernel_error = [d.path for d in info.value.diagnostics]
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(kernel, "MIN_ROWS", 10**9)
+        with pytest.raises(FactsError) as plain:
+            decide_batch(SHARED, bad, "2023-07-01")
+    assert kernel_error == [d.path for d in plain.value.diagnostics] == ["[1].members[0].income.wages"]
+
+
+def test_one_kernel_serves_chunks_with_and_without_missing_facts(monkeypatch: pytest.MonkeyPatch) -> None:
+    sources: set[str] = set()
+    original = kernel.compile_source
+
+    def spy(source: str) -> Any:
+        sources.add(source)
+        return original(source)
+    monkeypatch.setattr(kernel, "compile_source", spy)
+    r = random.Random(8)
+    complete = [_shared(r) for _ in range(40)]
+    for f in complete:
+        f["members"] = [{"income": {"wages": Decimal(1), "other_counted": Decimal(2)}}] + f.get("members", [])
+    decide_batch(SHARED, _split(complete), "2023-07-01")
+    gaps = [dict(f, members=[{"income": {}}]) for f in complete]
+    decide_batch(SHARED, _split(gaps), "2023-07-01")
+    assert len(sources) == 1
+
+
+def test_threads_decide_the_same(monkeypatch: pytest.MonkeyPatch) -> None:
+    r = random.Random(9)
+    facts = [household(HUAIYUAN, "2024-07-01", r) for _ in range(120)]
+    one = decide_batch(HUAIYUAN, facts, "2024-07-01")
+    monkeypatch.setattr(kernel, "PART_ROWS", 7)  # households in parts of 7 or more, one a thread
+    monkeypatch.setattr(kernel, "threads", lambda: 4)
+    assert decide_batch(HUAIYUAN, facts, "2024-07-01").equals(one)
+
+
+def test_what_the_kernel_cannot_write_is_left_to_the_polars_plan(compiled: dict[str, int]) -> None:
+    """A rule hit policy (R: a list of every matched row's output) is not written by the
+    kernel; its decision is decided by the polars plan, the other one by the kernel."""
+    module = {
+        "inputs": {"x": {"path": "x", "type": "integer", "label": {"zh": "x", "en": "x"}}},
+        "decisions": {
+            "listed": {"label": {"zh": "l", "en": "l"}, "cite": "s §1",
+                       "outputs": {"o": {"type": "list", "label": {"zh": "o", "en": "o"}}},
+                       "table": {"hit": "R", "inputs": ["x"], "outputs": ["o"],
+                                 "rows": [{"id": "a", "when": ["> 1"], "then": ['"big"'], "cite": "s §1"},
+                                          {"id": "b", "when": ["> 2"], "then": ['"bigger"'], "cite": "s §1"}]}},
+            "plain": {"label": {"zh": "p", "en": "p"}, "cite": "s §1", "type": "integer", "value": "x * 2"},
+        },
+    }
+    engine = engine_for(module)
+    facts = [{"x": k} for k in range(5)] + [{}]
+    rows = decide_batch(engine, facts, "2023-01-01").to_dicts()
+    assert set(compiled) == {"plain"}
+    for row, case in zip(rows, facts):
+        decision = engine.decide(case, "2023-01-01")
+        for did, short in (("listed", "o"), ("plain", "value")):
+            assert row[f"{did}.status"] == decision[did].status
+            assert same_value(row[f"{did}.{short}"], decision[did].outputs[short])
