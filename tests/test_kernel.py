@@ -243,3 +243,21 @@ def test_what_the_kernel_cannot_write_is_left_to_the_polars_plan(compiled: dict[
         for did, short in (("listed", "o"), ("plain", "value")):
             assert row[f"{did}.status"] == decision[did].status
             assert same_value(row[f"{did}.{short}"], decision[did].outputs[short])
+
+
+def test_members_given_to_the_wrong_household_are_refused_as_before(compiled: dict[str, int]) -> None:
+    """The kernel checks each member's `_hh` against the household sizes as it reads the
+    members; a table that does not match gets the error the polars plan gives."""
+    good = {"assets": {"deposits": Decimal(100)}, "members": [{"income": {"wages": Decimal(100)}}]}
+    right = _split([good, {**good, "members": good["members"] * 2}, good])
+    assert decide_batch(SHARED, right, "2023-07-01").height == 3 and compiled.get("dibao") == 1
+    wrong = Split(right.households, right.members.with_columns(_hh=pl.Series([0, 0, 1, 2], dtype=pl.Int64)),
+                  3, checked=False, sizes=right.sizes)
+    messages = []
+    for rows in (0, 10**9):
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(kernel, "MIN_ROWS", rows)
+            with pytest.raises(ValueError) as info:
+                decide_batch(SHARED, wrong, "2023-07-01")
+        messages.append(str(info.value))
+    assert messages[0] == messages[1] and "Split.sizes does not match" in messages[0]

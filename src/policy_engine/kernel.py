@@ -48,6 +48,8 @@ LIMIT = 2**62
 DIGITS_33 = 10**33
 
 _STATUS = pl.Series(["decided", "needs_information"], dtype=pl.String)
+#: as ``vector._check_split`` says it
+OWNERS_MISMATCH = "Split.sizes does not match the members table's `_hh` (members in household order)"
 
 
 class Unsupported(NotImplementedError):
@@ -244,6 +246,9 @@ class Writer:
         self.decisions: dict[str, dict[str, Any]] = {}
         self.codes: dict[str, int] = {}  # text -> its code
         self.selections: list[str] = []  # member arrays written by `collect`
+        #: check that each member belongs to its household, in the first member loop written
+        self.check_owners = False
+        self.owner_checked = False
 
     def copy(self) -> Writer:
         """A writer that goes on from where this one stands (a decision is tried on a copy)."""
@@ -255,6 +260,7 @@ class Writer:
         other.decisions = {k: dict(v) for k, v in self.decisions.items()}
         other.codes = dict(self.codes)
         other.selections = list(self.selections)
+        other.check_owners, other.owner_checked = self.check_owners, self.owner_checked
         return other
 
     # -- writing ------------------------------------------------------------------------------
@@ -1133,6 +1139,11 @@ class Writer:
                 better = "<" if fn == "min" else ">"
                 lines.append(f"{total} = sel({add} & (({count} == 0) | ({body.v} {better} {total})), {body.v}, {total})")
                 lines.append(f"{count} += sel({add}, 1, 0)")
+        if self.check_owners and not self.owner_checked:  # each member its household's own
+            self.owner_checked = True
+            self.args.append("owner")
+            self.entity_block.insert(0, "owner_bad = False")
+            lines.insert(0, "owner_bad = owner_bad | (owner[j] != i)")
         self.emit("for j in range(off[i], off[i + 1]):")
         self.block.extend("    " + line for line in lines)
         if fn == "any":
@@ -1172,12 +1183,14 @@ class Written:
 
 
 def write(policy: ir.CompiledPolicy, day: dt.date, entity: str, wanted: list[ir.DecisionNode],
-          columns: dict[tuple[str, str], Column], members: bool, members_null: bool) -> Written:
+          columns: dict[tuple[str, str], Column], members: bool, members_null: bool,
+          check_owners: bool = False) -> Written:
     """The kernel for the decisions of ``wanted`` it can write (each is tried on a copy of the
     writer that holds the ones written so far), and the reasons for those it cannot."""
     reasons: dict[str, str] = {}
     written: dict[str, dict[str, Any]] = {}
     writer = Writer(policy, day, entity, columns, members, members_null)
+    writer.check_owners = check_owners
     for node in wanted:
         trial = writer.copy()
         try:
@@ -1189,12 +1202,13 @@ def write(policy: ir.CompiledPolicy, day: dt.date, entity: str, wanted: list[ir.
         written[node.id] = record
     if not written:
         return Written("", [], {}, {}, reasons)
-    lines = ["def kernel(start, end, off, " + "".join(f"{a}, " for a in writer.args) + "out):",
+    lines = ["def kernel(start, end, off, " + "".join(f"{a}, " for a in writer.args) + "out, flags):",
              "    for i in range(start, end):",
              "        fb = False",
              "        bad = False"]
     lines += ["        " + line for line in writer.entity_block]
-    slot = 0
+    # values and fired-row masks in `out` (int64), states and flags in `flags` (int8)
+    slot = flag = 0
     layout: dict[str, Any] = {}
     for node in wanted:
         record = written.get(node.id)
@@ -1206,20 +1220,24 @@ def write(policy: ir.CompiledPolicy, day: dt.date, entity: str, wanted: list[ir.
         for output in node.outputs:
             v = values[output.short]
             lines.append(f"        out[{slot}, i] = {v.v}")
-            lines.append(f"        out[{slot + 1}, i] = {v.s}")
+            lines.append(f"        flags[{flag}, i] = {v.s}")
             states.append(v.s)
-            outs.append((output.short, v.kind, v.scale, output.type, slot, (v.sel, v.of) if v.sel else None))
-            slot += 2
-        lines.append(f"        out[{slot}, i] = sel({' | '.join(f'({s} == 2)' for s in states) or 'False'}, 1, 0)")
+            outs.append((output.short, v.kind, v.scale, output.type, (slot, flag), (v.sel, v.of) if v.sel else None))
+            slot, flag = slot + 1, flag + 1
+        lines.append(f"        flags[{flag}, i] = sel({' | '.join(f'({s} == 2)' for s in states) or 'False'}, 1, 0)")
         fired = record.get("fired")
         if fired is not None:
-            lines.append(f"        out[{slot + 1}, i] = {fired[0]}")
-        layout[node.id] = {"outs": outs, "status": slot, "fired": slot + 1 if fired is not None else None,
+            lines.append(f"        out[{slot}, i] = {fired[0]}")
+        layout[node.id] = {"outs": outs, "status": flag, "fired": slot if fired is not None else None,
                            "labels": fired[1] if fired is not None else None}
-        slot += 2
-    lines.append(f"        out[{slot}, i] = fb")
-    lines.append(f"        out[{slot + 1}, i] = bad")
-    layout["_fb"], layout["_bad"], layout["_rows"] = slot, slot + 1, slot + 2
+        slot, flag = slot + (fired is not None), flag + 1
+    lines.append(f"        flags[{flag}, i] = fb")
+    lines.append(f"        flags[{flag + 1}, i] = bad")
+    lines.append(f"        flags[{flag + 2}, i] = owner_bad" if writer.owner_checked else
+                 f"        flags[{flag + 2}, i] = 0")
+    layout["_fb"], layout["_bad"], layout["_owners"] = flag, flag + 1, flag + 2
+    layout["_out"], layout["_flags"] = max(slot, 1), flag + 3
+    layout["_owners_checked"] = writer.owner_checked
     return Written("\n".join(lines) + "\n", writer.args, layout, writer.codes, reasons)
 
 
@@ -1268,14 +1286,14 @@ def compile_source(source: str) -> Any:
     return module.kernel
 
 
-def _compile_for(function: Any, off: Any, given: list[Any], out: Any) -> None:
+def _compile_for(function: Any, off: Any, given: list[Any], out: Any, flags: Any) -> None:
     """Compile ``function`` for these arrays' types (or load it from the cache), here, before
     the threads call it: numba's analysis of a long kernel recurses deeply (one level for each
     of thousands of guards), beyond Python's default limit of 1000."""
     limit = sys.getrecursionlimit()
     sys.setrecursionlimit(max(limit, 50_000))
     try:
-        function(0, 0, off, *given, out)  # no household: only the compilation
+        function(0, 0, off, *given, out, flags)  # no household: only the compilation
     finally:
         sys.setrecursionlimit(limit)
 
@@ -1405,7 +1423,7 @@ def available() -> bool:
 def decide(policy: ir.CompiledPolicy, day: dt.date, entity: str, wanted: list[ir.DecisionNode],
            entity_df: pl.DataFrame, members_df: pl.DataFrame | None, scales: dict[tuple[str, str], int],
            offsets: Any, reasons: dict[str, str], raw: dict[tuple[str, str], bool] | None = None,
-           vouched: set[tuple[str, str]] | None = None
+           vouched: set[tuple[str, str]] | None = None, owners: list[tuple[pl.Series, pl.Series]] | None = None
            ) -> dict[str, tuple[pl.DataFrame, list[tuple[str, str, int]]]]:
     """The decisions of ``wanted`` the kernel can compute, each as ``vector._decision_frame``
     gives it: (its columns and ``_fb``, its outputs' kinds and scales). The others are left out,
@@ -1414,7 +1432,12 @@ def decide(policy: ir.CompiledPolicy, day: dt.date, entity: str, wanted: list[ir
     ``raw``: the decimal columns left as given (key -> whether negative values are allowed):
     the kernel reads their 128-bit words, sends a value beyond int64 to the scalar path, and
     checks each value as ``vector._plainly_valid`` does; when every value it read passes, their
-    keys are added to ``vouched`` (else the caller checks them the long way, and reports)."""
+    keys are added to ``vouched`` (else the caller checks them the long way, and reports).
+
+    ``owners``: [(each member's ``_hh``, household sizes)] of a caller's ``Split`` not yet
+    checked: the kernel's first member loop checks that each member belongs to its household,
+    and ``ValueError(OWNERS_MISMATCH)`` says when not; the check is then taken off the list
+    (a kernel without member loops leaves it there, for the caller)."""
     import numpy as np
 
     from . import _jit
@@ -1444,11 +1467,12 @@ def decide(policy: ir.CompiledPolicy, day: dt.date, entity: str, wanted: list[ir
             keys[_arg(policy, scope, name)] = key
     members = members_df is not None and offsets is not None and "members" in entity_df.columns
     members_null = members
+    check_owners = bool(owners) and members
     memo_key = (policy.content_hash, day, entity, tuple(node.id for node in wanted), tuple(sorted(columns.items())),
-                members, members_null)
+                members, members_null, check_owners)
     written = _WRITTEN.get(memo_key) if policy.content_hash else None
     if written is None:
-        written = write(policy, day, entity, wanted, columns, members, members_null)
+        written = write(policy, day, entity, wanted, columns, members, members_null, check_owners)
         if policy.content_hash:
             _WRITTEN[memo_key] = written
     reasons.update(written.reasons)
@@ -1463,6 +1487,9 @@ def decide(policy: ir.CompiledPolicy, day: dt.date, entity: str, wanted: list[ir
     for arg in written.args:
         if arg == "s_members":
             given.append(entity_df["members"].is_null().to_numpy())
+        elif arg == "owner":
+            assert owners
+            given.append(owners[0][0].cast(pl.Int64).to_numpy())
         elif arg.startswith("o_sel"):
             selections[arg] = np.zeros(m, dtype=np.int8)
             given.append(selections[arg])
@@ -1479,13 +1506,19 @@ def decide(policy: ir.CompiledPolicy, day: dt.date, entity: str, wanted: list[ir
             else:
                 given.append(_values(series, columns[key], written.codes))
     layout = written.layout
-    out = np.empty((layout["_rows"], n), dtype=np.int64)  # the kernel writes every slot of every row
-    _compile_for(function, off, given, out)
+    # the kernel writes every slot of every household
+    out = np.empty((layout["_out"], n), dtype=np.int64)
+    flags = np.empty((layout["_flags"], n), dtype=np.int8)
+    _compile_for(function, off, given, out, flags)
     # households in contiguous parts, one a thread (the kernel releases the GIL)
-    _run_parts(lambda part: function(part[0], part[1], off, *given, out), n)
-    fb = out[layout["_fb"]] != 0
+    _run_parts(lambda part: function(part[0], part[1], off, *given, out, flags), n)
+    if owners and layout["_owners_checked"]:  # checked by the kernel's first member loop
+        if flags[layout["_owners"]].any():
+            raise ValueError(OWNERS_MISMATCH)
+        owners.clear()
+    fb = flags[layout["_fb"]] != 0
     fb_series = pl.Series("_fb", fb)
-    if vouched is not None and not out[layout["_bad"]].any():  # every value it read passed its check
+    if vouched is not None and not flags[layout["_bad"]].any():  # every value it read passed its check
         vouched.update(key for key in raw if _arg(policy, *key) in written.args)
     labels = sorted(written.codes, key=written.codes.__getitem__)
     frames: dict[str, tuple[pl.DataFrame, list[tuple[str, str, int]]]] = {}
@@ -1493,19 +1526,19 @@ def decide(policy: ir.CompiledPolicy, day: dt.date, entity: str, wanted: list[ir
         spec = layout.get(node.id)
         if spec is None:
             continue
-        cols = [_STATUS.gather(pl.Series(out[spec["status"]])).alias(f"{node.id}.status")]
+        cols = [_STATUS.gather(pl.Series(flags[spec["status"]])).alias(f"{node.id}.status")]
         outs = []
-        for short, kind, scale, otype, slot, sel in spec["outs"]:
+        for short, kind, scale, otype, (slot, flag), sel in spec["outs"]:
             name = f"{node.id}.{short}"
             if kind == "list":  # sel: the selection array and the member input collected
                 assert members_df is not None and sel is not None
                 array, of = sel
-                cols.append(_list_column(members_df[f"in:{of}"], selections[array], off, out[slot], out[slot + 1],
+                cols.append(_list_column(members_df[f"in:{of}"], selections[array], off, out[slot], flags[flag],
                                          fb, name))
                 outs.append((short, "list", 0))
                 continue
             shown = "int" if otype == "integer" and kind == "num" else kind
-            cols.append(_column(out[slot], out[slot + 1], fb, shown, scale, name, labels))
+            cols.append(_column(out[slot], flags[flag], fb, shown, scale, name, labels))
             outs.append((short, shown, scale))
         if spec["fired"] is not None:
             masks = pl.Series(f"{node.id}.fired_rows", out[spec["fired"]]).cast(pl.UInt64)

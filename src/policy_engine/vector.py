@@ -1672,20 +1672,24 @@ def _quick_num(series: pl.Series, node: ir.InputNode) -> tuple[pl.Series, int] |
     return values, scale
 
 
-def _check_split(split: Split, fast: bool = False) -> None:
+def _check_split(split: Split, fast: bool = False) -> tuple[pl.Series, pl.Series] | None:
     """A caller's ``Split`` (``checked=False``) is consistent, or ``ValueError`` says how not: a
     member's ``_hh`` that names no case (or a negative one, which would be read from the end)
-    would give its facts to another household."""
+    would give its facts to another household.
+
+    ``fast`` (a large batch with household sizes): the members' owners are left to be checked
+    by the kernel as it reads them (``kernel.decide``, else ``kernel.owners_match``); returned:
+    (each member's ``_hh``, the sizes). This check, run again, then gives its own error."""
     if split.households.width and split.households.height != split.height:
         raise ValueError(f"Split.height is {split.height} but the households table has {split.households.height} rows")
     mem = split.members
     if mem is None:
-        return
+        return None
     if "_hh" not in mem.columns or not mem.schema["_hh"].is_integer():
         raise ValueError("Split.members needs an integer `_hh` column: each member's household, 0-based")
     owner = mem["_hh"]
-    if fast and split.sizes is not None and len(split.sizes) == split.height and kernel.owners_match(owner, split.sizes):
-        return  # members in household order, each owned by its household (one pass)
+    if fast and split.sizes is not None and len(split.sizes) == split.height:
+        return owner, split.sizes
     if owner.has_nulls() or (len(owner) and (int(owner.min()) < 0 or int(owner.max()) >= split.height)):  # type: ignore[arg-type]
         raise ValueError(f"Split.members `_hh` must name a household, 0 to {split.height - 1}, on every member")
     if split.sizes is not None and len(split.sizes) == split.height and int(split.sizes.sum() or 0) == len(owner):
@@ -1699,6 +1703,7 @@ def _check_split(split: Split, fast: bool = False) -> None:
         if not (owner.is_sorted() and owner.gather((ends - sizes).filter(has)).equals(households, check_names=False)
                 and owner.gather((ends - 1).filter(has)).equals(households, check_names=False)):
             raise ValueError("Split.sizes does not match the members table's `_hh` (members in household order)")
+    return None
 
 
 def _members_of(table: pl.DataFrame, rows: pl.Series, errors: list[Diagnostic]) -> pl.Series | None:
@@ -1827,11 +1832,13 @@ def _settle(batch: Batch, deferred: dict[tuple[str, str], Deferred], keys: Any) 
 
 
 def _prepare(policy: ir.CompiledPolicy, population: pl.DataFrame | Split, entity: str,
-             deferred: dict[tuple[str, str], Deferred] | None = None
+             deferred: dict[tuple[str, str], Deferred] | None = None,
+             owners: list[tuple[pl.Series, pl.Series]] | None = None
              ) -> tuple[pl.DataFrame, pl.DataFrame | None, dict[tuple[str, str], int]]:
     """The population's frames for a batch (``_hh`` and ``in:<input>`` columns, checked and
     converted) and the scale of each numeric column. With ``deferred`` (a large batch), decimal
-    columns are left as given and listed there (see ``Deferred``)."""
+    columns are left as given and listed there (see ``Deferred``), and with ``owners`` the check
+    of a ``Split``'s members' owners is left to the kernel (``_check_split``)."""
     scales: dict[tuple[str, str], int] = {}
     errors: list[Diagnostic] = []
     table = population.households if isinstance(population, Split) else population
@@ -1839,7 +1846,9 @@ def _prepare(policy: ir.CompiledPolicy, population: pl.DataFrame | Split, entity
     # a large batch: decimal columns are read in one pass each (kernel.narrow_decimal)
     fast = population.height >= kernel.MIN_ROWS and kernel.available()
     if isinstance(population, Split) and not checked:
-        _check_split(population, fast)
+        pending = _check_split(population, fast and owners is not None)
+        if pending is not None and owners is not None:
+            owners.append(pending)
     cols = [pl.Series("_hh", range(population.height), dtype=pl.Int64)]
     for node in policy.inputs:
         if node.entity != entity or node.name not in table.columns:
@@ -1984,7 +1993,8 @@ def _run(engine: Any, population: pl.DataFrame | Split, day: dt.date, entity: st
     policy: ir.CompiledPolicy = engine.policy
     wanted = engine.select(entity, decisions)
     deferred: dict[tuple[str, str], Deferred] = {}
-    entity_df, members_df, scales = _prepare(policy, population, entity, deferred)
+    owners: list[tuple[pl.Series, pl.Series]] = []  # a Split's members' owners, to be checked
+    entity_df, members_df, scales = _prepare(policy, population, entity, deferred, owners)
     batch = Batch(engine, entity_df, members_df, day, entity, scales)
     if isinstance(population, Split) and population.sizes is not None and members_df is not None:
         batch.sizes = population.sizes
@@ -1994,7 +2004,14 @@ def _run(engine: Any, population: pl.DataFrame | Split, day: dt.date, entity: st
     per_decision: dict[str, pl.Series] = {}
     specs: list[tuple[ir.DecisionNode, list[tuple[str, str, int]]]] = []
     vouched: set[tuple[str, str]] = set()  # deferred columns the kernel read and found valid
-    compiled = _kernel_frames(batch, wanted, n, reasons, deferred, vouched) if deferred is not None else {}
+    try:
+        compiled = _kernel_frames(batch, wanted, n, reasons, deferred, vouched, owners)
+        if owners and not kernel.owners_match(*owners.pop()):  # not checked by a kernel
+            raise ValueError(kernel.OWNERS_MISMATCH)
+    except ValueError as exc:
+        if isinstance(population, Split) and str(exc) == kernel.OWNERS_MISMATCH:
+            _check_split(population)  # its own error, naming what is wrong
+        raise
     # the polars plan reads converted columns; a column no kernel vouched for is checked here
     plan = any(node.id not in compiled and (node.in_force is None or node.in_force.contains(day)) for node in wanted)
     _settle(batch, deferred, list(deferred) if plan else [k for k in deferred if k not in vouched])
@@ -2039,11 +2056,13 @@ def _run(engine: Any, population: pl.DataFrame | Split, day: dt.date, entity: st
 
 
 def _kernel_frames(batch: Batch, wanted: list[ir.DecisionNode], n: int, reasons: dict[str, str],
-                   deferred: dict[tuple[str, str], Deferred], vouched: set[tuple[str, str]]
+                   deferred: dict[tuple[str, str], Deferred], vouched: set[tuple[str, str]],
+                   owners: list[tuple[pl.Series, pl.Series]]
                    ) -> dict[str, tuple[pl.DataFrame, list[tuple[str, str, int]]]]:
     """The decisions of a large batch that a compiled kernel computes (``kernel.py``); the
     others, and every decision of a small batch, are left to the polars plan below. The deferred
-    columns the kernel read and found valid are added to ``vouched``."""
+    columns the kernel read and found valid are added to ``vouched``; ``owners`` (a pending
+    check of a Split's members) is emptied when the kernel checked them."""
     if n < kernel.MIN_ROWS or not kernel.available():
         return {}
     day = batch.as_of
@@ -2062,7 +2081,8 @@ def _kernel_frames(batch: Batch, wanted: list[ir.DecisionNode], n: int, reasons:
     skipped: dict[str, str] = {}
     raw = {key: (d.node.type == "decimal" or d.node.path[-1] in _SIGNED_MONEY) for key, d in deferred.items()}
     return kernel.decide(batch.policy, day, batch.entity, in_force, batch.h.df,
-                         batch.m.df if batch.m is not None else None, batch.scales, offsets, skipped, raw, vouched)
+                         batch.m.df if batch.m is not None else None, batch.scales, offsets, skipped, raw, vouched,
+                         owners)
 
 
 def _constant_frame(node: ir.DecisionNode, n: int, status: str | None, to_scalar: bool
