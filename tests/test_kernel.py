@@ -261,3 +261,19 @@ def test_members_given_to_the_wrong_household_are_refused_as_before(compiled: di
                 decide_batch(SHARED, wrong, "2023-07-01")
         messages.append(str(info.value))
     assert messages[0] == messages[1] and "Split.sizes does not match" in messages[0]
+
+
+def test_one_compiled_function_serves_columns_copied_or_not(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A column polars hands over without a copy is a read-only array, one it fills (nulls) a
+    writable copy: numba would compile the kernel again for each (half a minute for Huaiyuan,
+    in the middle of a screen). Every input is passed read-only: one signature."""
+    r = random.Random(12)
+    complete = [_shared(r) for _ in range(30)]
+    for f in complete:
+        f["members"] = [{"income": {"wages": Decimal(1), "other_counted": Decimal(2)}}] + f.get("members", [])
+        f["assets"] = {"deposits": Decimal(5)}
+    decide_batch(SHARED, _split(complete), "2023-07-01")
+    gaps = [dict(f, members=[{"income": {}}], assets={}) for f in complete]
+    decide_batch(SHARED, _split(gaps), "2023-07-01")
+    functions = [f for f in kernel._KERNELS.values() if hasattr(f, "signatures")]
+    assert functions and all(len(f.signatures) == 1 for f in functions)

@@ -249,6 +249,15 @@ class Writer:
         #: check that each member belongs to its household, in the first member loop written
         self.check_owners = False
         self.owner_checked = False
+        #: member values computed in a member loop, kept for the later loops of the household:
+        #: name -> (row of the scratch arrays `scr`/`scrs`, kind, scale, exact)
+        self.scratch: dict[str, tuple[int, str, int, bool]] = {}
+        self.guarded: set[str] = set()  # member inputs whose checks a member loop made
+        #: the same, of the member loop being written: they count once its loop is placed (a loop
+        #: written while this one is, for an entity value it reads, runs before it)
+        self.pending: dict[str, tuple[int, str, int, bool]] = {}
+        self.pending_guards: set[str] = set()
+        self.slots = 0
 
     def copy(self) -> Writer:
         """A writer that goes on from where this one stands (a decision is tried on a copy)."""
@@ -261,6 +270,8 @@ class Writer:
         other.codes = dict(self.codes)
         other.selections = list(self.selections)
         other.check_owners, other.owner_checked = self.check_owners, self.owner_checked
+        other.scratch, other.guarded = dict(self.scratch), set(self.guarded)
+        other.slots = self.slots
         return other
 
     # -- writing ------------------------------------------------------------------------------
@@ -309,10 +320,20 @@ class Writer:
         if self.member_memo is not None and (member or self._is_member(name)) and self._is_member(name):
             if name in self.member_memo:
                 return self.member_memo[name]
-            if name in self.inputs:
+            if name in self.scratch:  # computed in an earlier member loop of this household
+                slot, kind, scale, exact = self.scratch[name]
+                v = self.bind(kind, f"scr[{slot}, jj]" + (" != 0" if kind == "bool" else ""), f"scrs[{slot}, jj]",
+                              scale, exact)
+            elif name in self.inputs:
                 v = self.input_value(self.inputs[name], "member")
             else:
                 v = self.derived_value(self.derived[name])
+                if v.kind in ("num", "bool", "str", "date"):  # kept for the member loops after this one
+                    slot = self.slots
+                    self.slots += 1
+                    self.pending[name] = (slot, v.kind, v.scale, v.exact)
+                    self.emit(f"scr[{slot}, jj] = {v.v}")
+                    self.emit(f"scrs[{slot}, jj] = {v.s}")
             self.member_memo[name] = v
             return v
         param = self.params.get(name)
@@ -368,6 +389,11 @@ class Writer:
             if given.nulls:
                 self.args.append(states)
         state = f"{states}[{index}]" if given.nulls else "0"
+        if scope == "member" and node.name in self.guarded:  # checked in an earlier member loop
+            word = f"{arg}[{index}, 0]" if given.signed is not None else f"{arg}[{index}]"
+            return self.bind(kind, word, state, given.scale, exact=node.type != "text")
+        if scope == "member":
+            self.pending_guards.add(node.name)
         if node.type == "enum":
             for value in node.values:  # every value an enum column holds has its code
                 self.code(value)
@@ -388,14 +414,23 @@ class Writer:
             self.guard(f"({v.v} < {FIRST_DAY}) | ({v.v} > {LAST_DAY})")
         return v
 
+    def input_state(self, node: ir.InputNode) -> Val:
+        """A member input's state alone (``collect`` takes the values from the column itself)."""
+        if ("member", node.name) not in self.columns:
+            raise Unsupported(f"collect of `{node.name}`, a column not given")
+        states = _arg(self.policy, "member", node.name, "s")
+        if states not in self.args:
+            self.args.append(states)
+        return self.bind("bool", "False", f"{states}[j]")
+
     def param_value(self, node: ir.ParameterNode) -> Val:
         kind = _kind(node.type)
         if kind not in ("num", "bool", "str", "date"):
             raise Unsupported(f"parameter `{node.name}` of type {node.type}")
         chosen = None
-        for value in node.values:
-            if value.start <= self.day and (value.end is None or self.day <= value.end):
-                chosen = value
+        for dated in node.values:
+            if dated.start <= self.day and (dated.end is None or self.day <= dated.end):
+                chosen = dated
         if chosen is None:
             raise Unsupported(f"parameter `{node.name}` has no value on {self.day}")
         entries = dict(chosen.entries)
@@ -405,10 +440,10 @@ class Writer:
         if any(v.kind not in (kind, "null") for v in values.values()):
             raise Unsupported(f"parameter `{node.name}` of type {node.type} with other values")
         scale = max((v.scale for v in values.values() if v.kind == "num"), default=0)
-        dims = []
-        for d in node.by:
-            v = self.settle(self.ref(d, self._is_member(d)))
-            typed = self.inputs.get(d) or self.derived.get(d)
+        dims: list[Val] = []
+        for dim in node.by:
+            v = self.settle(self.ref(dim, self._is_member(dim)))
+            typed = self.inputs.get(dim) or self.derived.get(dim)
             if v.kind == "num" and (typed is None or typed.type != "integer" or v.scale):
                 raise Unsupported(f"parameter `{node.name}` keyed by a {v.kind} value")
             if v.kind not in ("num", "bool", "str", "date"):
@@ -419,7 +454,7 @@ class Writer:
         self.emit(f"{name}_s = sel({unknown}, 2, 0)")
         self.emit(f"{name} = {_zero(kind)}")
         self.emit(f"{name}_h = {name}_s != 0")  # found (or unknown: no lookup)
-        for key, value in values.items():
+        for key, entry in values.items():
             tests = []
             for d, part in zip(dims, key):
                 test = self._key_test(d, part)
@@ -430,8 +465,8 @@ class Writer:
                 hit = self.src.fresh("k")
                 self.emit(f"{hit} = ({name}_h == False) & {' & '.join(tests)}")
                 self.emit(f"{name}_h = {name}_h | {hit}")
-                self.emit(f"{name}_s = sel({hit}, {value.s}, {name}_s)")
-                self.emit(f"{name} = sel({hit}, {self.rescale(value, scale) if kind == 'num' else value.v}, {name})")
+                self.emit(f"{name}_s = sel({hit}, {entry.s}, {name}_s)")
+                self.emit(f"{name} = sel({hit}, {self.rescale(entry, scale) if kind == 'num' else entry.v}, {name})")
         # a key with no value on this date: the scalar path says the decision is not in force
         self.guard(f"{name}_h == False")
         return Val(kind, name, f"{name}_s", scale)
@@ -1075,23 +1110,28 @@ class Writer:
         if fn == "count" and e.where is None and e.body is None:  # the household's size
             return self.bind("num", "off[i + 1] - off[i]", f"sel({members_unknown}, 2, 0)", 0)
         # the member loop's lines are written apart, then placed after the household's lines so far
-        outer = self.block
+        outer, outer_pending = self.block, (self.pending, self.pending_guards)
         self.block, self.member_memo = [], {}
+        self.pending, self.pending_guards = {}, set()
         try:
             where = self.settle(self.expr(e.where)) if e.where is not None else None
-            body = self.expr(e.body) if e.body is not None else None
-            if body is not None:
-                if body.kind == "div":
-                    raise Unsupported("an unrounded quotient aggregated")
-                if fn == "collect":
-                    if not (isinstance(e.body, ir.Ref) and e.body.name in self.inputs
-                            and self.inputs[e.body.name].entity == "member"):
-                        raise Unsupported("collect of anything but a member input")
-                else:
+            if fn == "collect":
+                if not (isinstance(e.body, ir.Ref) and e.body.name in self.inputs
+                        and self.inputs[e.body.name].entity == "member"):
+                    raise Unsupported("collect of anything but a member input")
+                # the values are the column's own (taken after the loop): only their states here
+                body = self.input_state(self.inputs[e.body.name])
+            else:
+                body = self.expr(e.body) if e.body is not None else None
+                if body is not None:
+                    if body.kind == "div":
+                        raise Unsupported("an unrounded quotient aggregated")
                     body = self.settle(body)
             inner = self.block
+            kept, checked = self.pending, self.pending_guards
         finally:
             self.block, self.member_memo = outer, None
+            self.pending, self.pending_guards = outer_pending
         if where is not None and where.kind not in ("bool", "null"):
             raise Unsupported("a where that is not a boolean")
         if fn in ("any", "all") and where is None:
@@ -1145,7 +1185,11 @@ class Writer:
             self.entity_block.insert(0, "owner_bad = False")
             lines.insert(0, "owner_bad = owner_bad | (owner[j] != i)")
         self.emit("for j in range(off[i], off[i + 1]):")
+        self.emit("    jj = j - off[i]")  # the member's place in its household (scratch arrays)
         self.block.extend("    " + line for line in lines)
+        for key, value in kept.items():  # the loops written from now on run after this one
+            self.scratch.setdefault(key, value)
+        self.guarded |= checked
         if fn == "any":
             return self.bind("bool", hit, f"sel({members_unknown}, 2, sel({hit}, 0, sel({unknown}, 2, 0)))")
         if fn == "all":
@@ -1202,7 +1246,10 @@ def write(policy: ir.CompiledPolicy, day: dt.date, entity: str, wanted: list[ir.
         written[node.id] = record
     if not written:
         return Written("", [], {}, {}, reasons)
-    lines = ["def kernel(start, end, off, " + "".join(f"{a}, " for a in writer.args) + "out, flags):",
+    lines = ["def kernel(start, end, off, maxm, " + "".join(f"{a}, " for a in writer.args) + "out, flags):",
+             # member values kept between the member loops of a household (one set a call: a thread)
+             f"    scr = np.empty(({max(writer.slots, 1)}, maxm), dtype=np.int64)",
+             f"    scrs = np.empty(({max(writer.slots, 1)}, maxm), dtype=np.int8)",
              "    for i in range(start, end):",
              "        fb = False",
              "        bad = False"]
@@ -1211,9 +1258,10 @@ def write(policy: ir.CompiledPolicy, day: dt.date, entity: str, wanted: list[ir.
     slot = flag = 0
     layout: dict[str, Any] = {}
     for node in wanted:
-        record = written.get(node.id)
-        if record is None:
+        found = written.get(node.id)
+        if found is None:
             continue
+        record = found
         values: dict[str, Val] = record["values"]
         outs = []
         states = []
@@ -1269,7 +1317,7 @@ def compile_source(source: str) -> Any:
     found = _KERNELS.get(key)
     if found is not None:
         return found
-    text = ("import numba\n\n" + HELPERS + "\n\n@numba.njit(cache=True, nogil=True, error_model=\"numpy\")\n"
+    text = ("import numba\nimport numpy as np\n\n" + HELPERS + "\n\n@numba.njit(cache=True, nogil=True, error_model=\"numpy\")\n"
             + source)
     where = _cache_dir() or Path(tempfile.mkdtemp(prefix="policy_engine-kernels-"))
     path = where / f"k{key}.py"
@@ -1286,14 +1334,14 @@ def compile_source(source: str) -> Any:
     return module.kernel
 
 
-def _compile_for(function: Any, off: Any, given: list[Any], out: Any, flags: Any) -> None:
+def _compile_for(function: Any, off: Any, maxm: int, given: list[Any], out: Any, flags: Any) -> None:
     """Compile ``function`` for these arrays' types (or load it from the cache), here, before
     the threads call it: numba's analysis of a long kernel recurses deeply (one level for each
     of thousands of guards), beyond Python's default limit of 1000."""
     limit = sys.getrecursionlimit()
     sys.setrecursionlimit(max(limit, 50_000))
     try:
-        function(0, 0, off, *given, out, flags)  # no household: only the compilation
+        function(0, 0, off, maxm, *given, out, flags)  # no household: only the compilation
     finally:
         sys.setrecursionlimit(limit)
 
@@ -1318,6 +1366,14 @@ def _values(series: pl.Series, column: Column, codes: dict[str, int]) -> Any:
     return np.ascontiguousarray(series.to_numpy())
 
 
+def _read_only(array: Any) -> Any:
+    """``array`` (a view of it) marked read-only."""
+    if array.flags.writeable:
+        array = array.view()
+        array.setflags(write=False)
+    return array
+
+
 def _states(series: pl.Series) -> Any:
     """2 (unknown: a fact not given) where the column is null, else 0."""
     import numpy as np
@@ -1332,7 +1388,7 @@ def _column(values: Any, states: Any, fb: Any, kind: str, scale: int, name: str,
     """An output column from the kernel's values and states: null where the state is not 0 (or
     the household goes to the scalar path)."""
     import numpy as np
-    import pyarrow as pa
+    import pyarrow as pa  # type: ignore[import-untyped]
 
     valid = (states == 0) & ~fb
     n = len(values)
@@ -1505,13 +1561,18 @@ def decide(policy: ir.CompiledPolicy, day: dt.date, entity: str, wanted: list[ir
                 given.append(_jit.decimal_words(array))
             else:
                 given.append(_values(series, columns[key], written.codes))
+    # every input array read-only: numba compiles a function for each signature, and a column
+    # polars hands over without a copy is read-only while one it copies is not
+    given = [a if arg.startswith("o_sel") else _read_only(a) for arg, a in zip(written.args, given)]
+    off = _read_only(off)
     layout = written.layout
     # the kernel writes every slot of every household
     out = np.empty((layout["_out"], n), dtype=np.int64)
     flags = np.empty((layout["_flags"], n), dtype=np.int8)
-    _compile_for(function, off, given, out, flags)
+    maxm = int(np.max(np.diff(off))) if n else 0  # the most members a household has
+    _compile_for(function, off, maxm, given, out, flags)
     # households in contiguous parts, one a thread (the kernel releases the GIL)
-    _run_parts(lambda part: function(part[0], part[1], off, *given, out, flags), n)
+    _run_parts(lambda part: function(part[0], part[1], off, maxm, *given, out, flags), n)
     if owners and layout["_owners_checked"]:  # checked by the kernel's first member loop
         if flags[layout["_owners"]].any():
             raise ValueError(OWNERS_MISMATCH)

@@ -2071,7 +2071,7 @@ def _kernel_frames(batch: Batch, wanted: list[ir.DecisionNode], n: int, reasons:
     offsets = None
     if batch.m is not None:
         if batch.sizes is not None and len(batch.sizes) == n and not batch.sizes.has_nulls() \
-                and int(batch.sizes.min() or 0) >= 0:
+                and int(batch.sizes.min() or 0) >= 0:  # type: ignore[arg-type]
             offsets = kernel.offsets_of(batch.sizes)  # (one cumulative sum, no checks of segments())
         if offsets is None or offsets[-1] != batch.m.df.height:
             segments = batch.segments()
@@ -2222,7 +2222,7 @@ def _fallback(engine: Any, population: pl.DataFrame | Split, day: dt.date, entit
             if scale > (dtype.scale or 0) and decided_here.len():
                 # widened, the batch's own values must still fit 38 digits: a scalar value that
                 # needs more places than that leaves is its row's error (below)
-                largest = Decimal(max(abs(decided_here.min()), abs(decided_here.max())))  # type: ignore[arg-type]
+                largest = Decimal(max(abs(decided_here.min()), abs(decided_here.max())))  # type: ignore[arg-type, call-overload]
                 whole = largest.adjusted() + 1 if largest else 0
                 scale = max(dtype.scale or 0, min(scale, 38 - max(whole, 0)))
             widened[name] = pl.Decimal(38, scale)
