@@ -277,3 +277,21 @@ def test_one_compiled_function_serves_columns_copied_or_not(monkeypatch: pytest.
     decide_batch(SHARED, _split(gaps), "2023-07-01")
     functions = [f for f in kernel._KERNELS.values() if hasattr(f, "signatures")]
     assert functions and all(len(f.signatures) == 1 for f in functions)
+
+
+def test_one_kernel_serves_every_date_with_the_same_rules(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The date is an argument of the kernel, not part of its source: two dates with the same
+    parameter values and rows in force share one compiled kernel, and ages are counted on each
+    date (Huaiyuan reads members' ages)."""
+    sources: list[str] = []
+    original = kernel.compile_source
+
+    def spy(source: str) -> Any:
+        sources.append(source)
+        return original(source)
+    monkeypatch.setattr(kernel, "compile_source", spy)
+    r = random.Random(13)
+    facts = [household(HUAIYUAN, "2024-07-01", r) for _ in range(150)]
+    for day in ("2024-07-01", "2024-11-30"):
+        assert_equal(HUAIYUAN, facts, day)
+    assert len(sources) == 2 and sources[0] == sources[1]

@@ -1,22 +1,25 @@
 """Compiled kernels: a policy's decisions as one loop over households, compiled by numba.
 
 The batch path (``vector.py``) builds polars expressions node by node; this module is its fast
-lane for large batches. It writes the decisions a batch asks for as straight-line Python, one
-household per iteration (its members in an inner loop), in the scalar path's own semantics
-(``evaluate.py``): every value carries a state (0 known, 1 null, 2 unknown), numbers are
-fixed-point ``int64`` at a scale known when the code is written. numba compiles the source
-(cached on disk, keyed by the source itself), and the loop fills the same columns as
-``vector._decision_frame``.
+lane for large batches (``MIN_ROWS`` households or more). It writes the decisions a batch asks
+for as straight-line Python, one household per iteration (its members in inner loops), in the
+scalar path's own semantics (``evaluate.py``): every value carries a state (0 known, 1 null,
+2 unknown); numbers are fixed-point ``int64`` at a scale known when the code is written, text a
+code per constant or enum value, a date its day number. numba compiles the source (cached on
+disk, keyed by the source itself), and the loop fills the same columns as
+``vector._decision_frame``. See docs/population.md.
 
 Exact, never rounded silently: every operation that could leave ``int64`` (or that the scalar
 path would round in its 34 digits) is guarded per household, and a household whose guard trips
 is marked ``_fb`` and decided by the scalar path, as the batch path does. What the kernel cannot
-write (text, dates, keyed parameters, collect, some hit policies...) raises ``Unsupported``
-when the code is written, and those decisions are left to the polars plan.
+write (list hit policies, unrounded quotients, ...) raises ``Unsupported`` when the code is
+written, and those decisions are left to the polars plan.
 
-Everything here is evaluated eagerly: both branches of an ``if``, every operand of ``and``.
-That is safe because values have no side effects; a guard tripping in a branch the scalar path
-would not take only sends the household to the scalar path, which is exact.
+Everything here is evaluated eagerly and without branches: both sides of an ``if``, every
+operand of ``and``, every row of a table, chosen by state (``sel``). That is safe because values
+have no side effects (a guard tripping in a branch the scalar path would not take only sends the
+household to the scalar path, which is exact), and straight-line code keeps numba's compile time
+near linear in the size of the policy.
 """
 
 from __future__ import annotations
@@ -38,13 +41,13 @@ from . import ir
 from .evaluate import EXACT
 from .intake import DECIMAL_DIGITS
 
-#: households below which the polars plan is used (compiling a new kernel costs about a second;
-#: a kernel already compiled, in this process or on disk, is used for a batch of any size)
+#: households below which the polars plan is used (compiling a new kernel costs a second for a
+#: small policy, about 20 seconds for Huaiyuan's household decisions; then it is cached)
 MIN_ROWS = 20_000
 #: bound on every fixed-point value the kernel holds: sums and differences of two such values
 #: still fit int64
 LIMIT = 2**62
-#: 10^33: the scalar path divides in 34 digits; a quotient stays exact below this (see `_divide`)
+#: 10^33: the scalar path divides in 34 digits; a quotient stays exact below this (``round_to``)
 DIGITS_33 = 10**33
 
 _STATUS = pl.Series(["decided", "needs_information"], dtype=pl.String)
@@ -785,8 +788,8 @@ class Writer:
     def expr(self, e: ir.Expr) -> Val:
         if isinstance(e, ir.Const):
             return self.const(e.value)
-        if isinstance(e, ir.AsOf):
-            return self.const(self.day)
+        if isinstance(e, ir.AsOf):  # an argument: one kernel serves every date with the same rules
+            return Val("date", "asof", "0")
         if isinstance(e, ir.Ref):
             return self.ref(e.name, e.scope == "member")
         if isinstance(e, ir.Unary):
@@ -1074,8 +1077,7 @@ class Writer:
         if fn == "abs" and vs[0].kind == "num":
             return self.bind("num", f"abs({vs[0].v})", vs[0].s, vs[0].scale)
         if fn == "age" and vs[0].kind == "date":
-            day = self.day
-            return self.bind("num", f"age_on({vs[0].v}, {day.year}, {day.month}, {day.day})", vs[0].s, 0)
+            return self.bind("num", f"age_on({vs[0].v}, asof_y, asof_m, asof_d)", vs[0].s, 0)
         if fn == "days_between" and all(v.kind == "date" for v in vs):
             return self.bind("num", f"{vs[1].v} - {vs[0].v}", state, 0)
         if fn == "months_between" and all(v.kind == "date" for v in vs):
@@ -1115,6 +1117,7 @@ class Writer:
         self.pending, self.pending_guards = {}, set()
         try:
             where = self.settle(self.expr(e.where)) if e.where is not None else None
+            body: Val | None
             if fn == "collect":
                 if not (isinstance(e.body, ir.Ref) and e.body.name in self.inputs
                         and self.inputs[e.body.name].entity == "member"):
@@ -1246,7 +1249,8 @@ def write(policy: ir.CompiledPolicy, day: dt.date, entity: str, wanted: list[ir.
         written[node.id] = record
     if not written:
         return Written("", [], {}, {}, reasons)
-    lines = ["def kernel(start, end, off, maxm, " + "".join(f"{a}, " for a in writer.args) + "out, flags):",
+    lines = ["def kernel(start, end, off, maxm, asof, asof_y, asof_m, asof_d, "
+             + "".join(f"{a}, " for a in writer.args) + "out, flags):",
              # member values kept between the member loops of a household (one set a call: a thread)
              f"    scr = np.empty(({max(writer.slots, 1)}, maxm), dtype=np.int64)",
              f"    scrs = np.empty(({max(writer.slots, 1)}, maxm), dtype=np.int8)",
@@ -1334,14 +1338,15 @@ def compile_source(source: str) -> Any:
     return module.kernel
 
 
-def _compile_for(function: Any, off: Any, maxm: int, given: list[Any], out: Any, flags: Any) -> None:
+def _compile_for(function: Any, off: Any, maxm: int, when: tuple[int, int, int, int], given: list[Any], out: Any,
+                 flags: Any) -> None:
     """Compile ``function`` for these arrays' types (or load it from the cache), here, before
     the threads call it: numba's analysis of a long kernel recurses deeply (one level for each
     of thousands of guards), beyond Python's default limit of 1000."""
     limit = sys.getrecursionlimit()
     sys.setrecursionlimit(max(limit, 50_000))
     try:
-        function(0, 0, off, maxm, *given, out, flags)  # no household: only the compilation
+        function(0, 0, off, maxm, *when, *given, out, flags)  # no household: only the compilation
     finally:
         sys.setrecursionlimit(limit)
 
@@ -1570,9 +1575,11 @@ def decide(policy: ir.CompiledPolicy, day: dt.date, entity: str, wanted: list[ir
     out = np.empty((layout["_out"], n), dtype=np.int64)
     flags = np.empty((layout["_flags"], n), dtype=np.int8)
     maxm = int(np.max(np.diff(off))) if n else 0  # the most members a household has
-    _compile_for(function, off, maxm, given, out, flags)
+    # the date as arguments (its day number, year, month, day), not in the source
+    when = ((day - EPOCH).days, day.year, day.month, day.day)
+    _compile_for(function, off, maxm, when, given, out, flags)
     # households in contiguous parts, one a thread (the kernel releases the GIL)
-    _run_parts(lambda part: function(part[0], part[1], off, maxm, *given, out, flags), n)
+    _run_parts(lambda part: function(part[0], part[1], off, maxm, *when, *given, out, flags), n)
     if owners and layout["_owners_checked"]:  # checked by the kernel's first member loop
         if flags[layout["_owners"]].any():
             raise ValueError(OWNERS_MISMATCH)
