@@ -1589,33 +1589,40 @@ def decide(policy: ir.CompiledPolicy, day: dt.date, entity: str, wanted: list[ir
     if vouched is not None and not flags[layout["_bad"]].any():  # every value it read passed its check
         vouched.update(key for key in raw if _arg(policy, *key) in written.args)
     labels = sorted(written.codes, key=written.codes.__getitem__)
-    frames: dict[str, tuple[pl.DataFrame, list[tuple[str, str, int]]]] = {}
+    # the columns are made from the kernel's arrays in the threads too (polars and numpy release
+    # the GIL): each job gives one column
+    jobs: list[Any] = []
+    specs: list[tuple[ir.DecisionNode, list[tuple[str, str, int]], int, int]] = []
     for node in wanted:
         spec = layout.get(node.id)
         if spec is None:
             continue
-        cols = [_STATUS.gather(pl.Series(flags[spec["status"]])).alias(f"{node.id}.status")]
+        first = len(jobs)
+        jobs.append(lambda status=spec["status"], name=f"{node.id}.status":
+                    _STATUS.gather(pl.Series(flags[status])).alias(name))
         outs = []
         for short, kind, scale, otype, (slot, flag), sel in spec["outs"]:
             name = f"{node.id}.{short}"
             if kind == "list":  # sel: the selection array and the member input collected
                 assert members_df is not None and sel is not None
                 array, of = sel
-                cols.append(_list_column(members_df[f"in:{of}"], selections[array], off, out[slot], flags[flag],
-                                         fb, name))
+                jobs.append(lambda values=members_df[f"in:{of}"], chosen=selections[array], slot=slot, flag=flag,
+                            name=name: _list_column(values, chosen, off, out[slot], flags[flag], fb, name))
                 outs.append((short, "list", 0))
                 continue
             shown = "int" if otype == "integer" and kind == "num" else kind
-            cols.append(_column(out[slot], flags[flag], fb, shown, scale, name, labels))
+            jobs.append(lambda slot=slot, flag=flag, shown=shown, scale=scale, name=name:
+                        _column(out[slot], flags[flag], fb, shown, scale, name, labels))
             outs.append((short, shown, scale))
         if spec["fired"] is not None:
-            masks = pl.Series(f"{node.id}.fired_rows", out[spec["fired"]]).cast(pl.UInt64)
-            cols.append(_fired_lists(masks, spec["labels"]))
+            jobs.append(lambda fired=spec["fired"], ids=spec["labels"], name=f"{node.id}.fired_rows":
+                        _fired_lists(pl.Series(name, out[fired]).cast(pl.UInt64), ids))
         else:
-            cols.append(pl.Series(f"{node.id}.fired_rows", [[]], dtype=pl.List(pl.String)).new_from_index(0, n))
-        cols.append(fb_series)
-        frames[node.id] = (pl.DataFrame(cols), outs)
-    return frames
+            jobs.append(lambda name=f"{node.id}.fired_rows":
+                        pl.Series(name, [[]], dtype=pl.List(pl.String)).new_from_index(0, n))
+        specs.append((node, outs, first, len(jobs)))
+    made = list(_pool().map(lambda job: job(), jobs)) if len(_parts(n)) > 1 else [job() for job in jobs]
+    return {node.id: (pl.DataFrame(made[first:last] + [fb_series]), outs) for node, outs, first, last in specs}
 
 
 def narrow_decimal(series: pl.Series) -> tuple[pl.Series, int, int] | None:
