@@ -295,3 +295,26 @@ def test_one_kernel_serves_every_date_with_the_same_rules(monkeypatch: pytest.Mo
     for day in ("2024-07-01", "2024-11-30"):
         assert_equal(HUAIYUAN, facts, day)
     assert len(sources) == 2 and sources[0] == sources[1]
+
+
+def test_every_refused_value_is_reported_as_without_the_kernel() -> None:
+    """Refused values in columns the kernel reads (member wages) and in those it leaves to the
+    polars plan's intake (a text household column), and an amount beyond 10^20 fen: the same
+    errors, in the same order, with the kernel and without it."""
+    facts = [{"assets": {"deposits": Decimal(100)}, "members": [{"income": {"wages": Decimal(100)}}]}] * 3
+    split = _split(facts)
+    members = split.members.with_columns(wages=pl.Series([Decimal("-5.00"), Decimal("100.00"),
+                                                          Decimal("3000000000000000000.00")], dtype=pl.Decimal(38, 2)))
+    households = split.households.with_columns(deposits=pl.Series([Decimal("1"), Decimal("-2"), Decimal("3")],
+                                                                  dtype=pl.Decimal(38, 2)))
+    bad = Split(households, members, 3, checked=False, sizes=split.sizes)
+    found = []
+    for rows in (0, 10**9):
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(kernel, "MIN_ROWS", rows)
+            with pytest.raises(FactsError) as info:
+                decide_batch(SHARED, bad, "2023-07-01")
+        found.append([(d.code, d.path, d.message) for d in info.value.diagnostics])
+    assert found[0] == found[1]
+    assert [path for _, path, _ in found[0]] == ["[0].members[0].income.wages", "[1].assets.deposits",
+                                                 "[2].members[0].income.wages"]

@@ -405,8 +405,9 @@ class Writer:
         else:  # a decimal column as given: (low, high) 64-bit words
             v = self.bind(kind, f"{arg}[{index}, 0]", state, given.scale)
             self.guard(f"({v.s} == 0) & ({arg}[{index}, 1] != ({v.v} >> 63))")  # beyond int64
-            # checked as `vector._plainly_valid` checks: a failure is reported by the caller
-            bad = [] if given.signed else [f"({arg}[{index}, 1] < 0)"]
+            # checked as `vector._plainly_valid` checks: a failure is reported by the caller (a
+            # value beyond int64 is checked there too: it may be beyond 10^(18 + scale))
+            bad = [f"({arg}[{index}, 1] != ({v.v} >> 63))"] + ([] if given.signed else [f"({arg}[{index}, 1] < 0)"])
             if 10 ** (DECIMAL_DIGITS + given.scale) <= 2**63 - 1:
                 bad.append(f"(abs({v.v}) >= {10 ** (DECIMAL_DIGITS + given.scale)})")
             if bad:

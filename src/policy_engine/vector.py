@@ -1843,7 +1843,7 @@ def _prepare(policy: ir.CompiledPolicy, population: pl.DataFrame | Split, entity
     errors: list[Diagnostic] = []
     table = population.households if isinstance(population, Split) else population
     checked = isinstance(population, Split) and population.checked
-    # a large batch: decimal columns are read in one pass each (kernel.narrow_decimal)
+    # a large batch: decimal columns are left for the kernel to read and check (Deferred)
     fast = population.height >= kernel.MIN_ROWS and kernel.available()
     if isinstance(population, Split) and not checked:
         pending = _check_split(population, fast and owners is not None)
@@ -1898,6 +1898,8 @@ def _prepare(policy: ir.CompiledPolicy, population: pl.DataFrame | Split, entity
             mcols.append(_input_column(s, node, "member", scales).alias(f"in:{node.name}"))
         members_df = pl.DataFrame(mcols)
     if errors:
+        if deferred or owners:  # checked here after all: every error, in order, as without them
+            return _prepare(policy, population, entity)
         raise FactsError(errors)
     return pl.DataFrame(cols), members_df, scales
 
