@@ -305,7 +305,7 @@ def test_every_refused_value_is_reported_as_without_the_kernel() -> None:
     split = _split(facts)
     members = split.members.with_columns(wages=pl.Series([Decimal("-5.00"), Decimal("100.00"),
                                                           Decimal("3000000000000000000.00")], dtype=pl.Decimal(38, 2)))
-    households = split.households.with_columns(deposits=pl.Series([Decimal("1"), Decimal("-2"), Decimal("3")],
+    households = split.households.with_columns(deposits=pl.Series([Decimal(1), Decimal(-2), Decimal(3)],
                                                                   dtype=pl.Decimal(38, 2)))
     bad = Split(households, members, 3, checked=False, sizes=split.sizes)
     found = []
@@ -318,3 +318,28 @@ def test_every_refused_value_is_reported_as_without_the_kernel() -> None:
     assert found[0] == found[1]
     assert [path for _, path, _ in found[0]] == ["[0].members[0].income.wages", "[1].assets.deposits",
                                                  "[2].members[0].income.wages"]
+
+
+def test_screen_with_the_kernel_equals_decide_and_explain_row(tmp_path: Path, compiled: dict[str, int]) -> None:
+    """`screen` of a synthetic Huaiyuan file (read and checked chunk by chunk, two workers), each
+    chunk decided by the kernel: sampled rows equal `decide` on the household, and
+    `explain_row` replays them."""
+    from policy_engine import population as P
+
+    source = tmp_path / "households.parquet"
+    P.write_synth(source, 1500, "anhui", seed=5)
+    out = tmp_path / "out.parquet"
+    result = P.screen(HUAIYUAN, source, out, "2024-07-01", chunk_size=600, workers=2)
+    assert result.households == 1500 and not result.errors
+    assert set(compiled) == set(HUAIYUAN.decision_ids("household"))
+    table = pl.read_parquet(out)
+    facts = [f for _, f in P.read_facts(source)]
+    for k, i in enumerate(random.Random(4).sample(range(1500), 80)):
+        row = table.row(i, named=True)
+        decision = (P.replay(HUAIYUAN, source, row["row"], "2024-07-01") if k < 5
+                    else HUAIYUAN.decide(facts[row["row"] - 1], "2024-07-01"))
+        for did, outcome in decision.items():
+            assert row[f"{did}.status"] == outcome.status, (i, did)
+            assert row[f"{did}.fired_rows"] == list(outcome.fired_rows), (i, did)
+            for name, value in outcome.outputs.items():
+                assert same_value(row[f"{did}.{name}"], value), (i, did, name)
