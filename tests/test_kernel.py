@@ -343,3 +343,67 @@ def test_screen_with_the_kernel_equals_decide_and_explain_row(tmp_path: Path, co
             assert row[f"{did}.fired_rows"] == list(outcome.fired_rows), (i, did)
             for name, value in outcome.outputs.items():
                 assert same_value(row[f"{did}.{name}"], value), (i, did, name)
+
+
+def _module(inputs: dict[str, Any], outputs: dict[str, tuple[str, str]], parameters: dict[str, Any] | None = None
+            ) -> pe.Engine:
+    """A one-decision package: ``outputs`` name -> (type, expression)."""
+    label = {"zh": "x", "en": "x"}
+    module: dict[str, Any] = {
+        "inputs": {name: {"label": label, **spec} for name, spec in inputs.items()},
+        "decisions": {"d": {"label": label, "cite": "s §1", "outputs": {
+            name: {"type": t, "label": label, "expr": e} for name, (t, e) in outputs.items()}}}}
+    if parameters:
+        module["parameters"] = {name: {"label": label, "provenance": "illustrative", "note": "x", **spec}
+                                for name, spec in parameters.items()}
+    return engine_for(module)
+
+
+def _same(engine: pe.Engine, facts: list[dict[str, Any]], population: Any = None) -> pl.DataFrame:
+    """decide_batch (the kernel) equals decide on every case."""
+    result = decide_batch(engine, population if population is not None else facts, "2024-07-01")
+    for row, case in zip(result.to_dicts(), facts):
+        for did, outcome in engine.decide(case, "2024-07-01").items():
+            assert row[f"{did}.status"] == outcome.status
+            for name, want in outcome.outputs.items():
+                assert same_value(row[f"{did}.{name}"], want), (name, row[f"{did}.{name}"], want)
+    return result
+
+
+def test_found_by_review_collect_and_sum_of_one_member_input(compiled: dict[str, int]) -> None:
+    """collect(members, k) and sum(members, k): the kernel took k's states twice as arguments
+    (a SyntaxError); collected values keep their type (integers, dates, booleans, text)."""
+    import datetime as dt
+
+    engine = _module({"k": {"path": "k", "type": "integer", "entity": "member"},
+                      "b": {"path": "b", "type": "date", "entity": "member"},
+                      "f": {"path": "f", "type": "boolean", "entity": "member"}},
+                     {"ks": ("list", "collect(members, k)"), "total": ("integer", "sum(members, k)"),
+                      "bs": ("list", "collect(members, b)"), "fs": ("list", "collect(members, f)")})
+    facts = [{"members": [{"k": 3, "b": dt.date(2000, 2, 29), "f": True}, {"k": 1, "b": dt.date(1, 1, 1), "f": False}]},
+             {"members": []}, {}, {"members": [{"k": 2}]}]
+    _same(engine, facts)
+    assert compiled.get("d")
+
+
+def test_found_by_review_the_smallest_int64_and_negated_constants(compiled: dict[str, int]) -> None:
+    """-2^63 fen (a valid signed amount) slipped through the guard `abs(v) > 2^62` (abs wraps);
+    `-(a negative constant)` was written `--5`."""
+    engine = _module({"s": {"path": "transfer_net", "type": "money"}, "a": {"path": "a", "type": "money"}},
+                     {"o": ("money", "s + a"), "m": ("money", "s * 2"), "n": ("money", "-k * a")},
+                     {"k": {"type": "decimal", "values": {"2020-01-01": "-5"}}})
+    low = Decimal(-2**63) / 100
+    facts = [{"transfer_net": low, "a": Decimal(1)}, {"transfer_net": Decimal(-5), "a": Decimal(2)}]
+    frame = pl.DataFrame({"s": pl.Series([low, Decimal(-5)], dtype=pl.Decimal(38, 2)),
+                          "a": pl.Series([Decimal(1), Decimal(2)], dtype=pl.Decimal(38, 2))})
+    result = _same(engine, facts, frame)
+    assert compiled.get("d") and result["_fallback"].to_list() == [True, False]
+
+
+def test_found_by_review_a_rounding_divisor_beyond_64_bits_is_not_written(compiled: dict[str, int]) -> None:
+    """A product of two 12-place decimals (24 places) rounded to the money unit divides by 10^22:
+    not written by the kernel (the polars plan decides it), rather than a divisor beyond int64."""
+    engine = _module({"x": {"path": "x", "type": "decimal"}, "y": {"path": "y", "type": "decimal"}},
+                     {"o": ("money", "x * y")})
+    _same(engine, [{"x": Decimal("1.000000000001"), "y": Decimal("2.000000000003")}, {"x": Decimal("3.5"), "y": Decimal(1)}])
+    assert not compiled

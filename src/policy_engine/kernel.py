@@ -167,8 +167,9 @@ def _arg(policy: ir.CompiledPolicy, scope: str, name: str, what: str = "v") -> s
 
 
 def _literal(source: str) -> bool:
-    """Whether generated source is a constant (a whole number or a boolean)."""
-    return source.lstrip("-").isdigit() or source in ("True", "False")
+    """Whether generated source is a constant (a whole number, at most one minus sign, or a
+    boolean)."""
+    return source.removeprefix("-").isdigit() or source in ("True", "False")
 
 
 def _kind(t: str) -> str:
@@ -389,8 +390,8 @@ class Writer:
         index = "j" if scope == "member" else "i"
         if arg not in self.args:
             self.args.append(arg)
-            if given.nulls:
-                self.args.append(states)
+        if given.nulls and states not in self.args:  # (collect may have asked for the states alone)
+            self.args.append(states)
         state = f"{states}[{index}]" if given.nulls else "0"
         if scope == "member" and node.name in self.guarded:  # checked in an earlier member loop
             word = f"{arg}[{index}, 0]" if given.signed is not None else f"{arg}[{index}]"
@@ -413,7 +414,8 @@ class Writer:
             if bad:
                 self.emit(f"bad = bad | (({v.s} == 0) & ({' | '.join(bad)}))")
         if kind == "num":  # every value the kernel holds is within LIMIT
-            self.guard(f"abs({v.v}) > {LIMIT}")
+            # (not abs(): it wraps for -2^63, a value an int64 column can hold)
+            self.guard(f"({v.v} > {LIMIT}) | ({v.v} < {-LIMIT})")
         elif kind == "date":  # years 1 to 9999, as the scalar path holds dates
             self.guard(f"({v.v} < {FIRST_DAY}) | ({v.v} > {LAST_DAY})")
         return v
@@ -804,6 +806,8 @@ class Writer:
                     return v
                 if v.kind != "num":
                     raise Unsupported(f"- of {v.kind}")
+                if _literal(v.v):  # a constant: its negation, written as a number
+                    return Val("num", repr(-int(v.v)), v.s, v.scale)
                 return self.bind("num", f"-{v.v}", v.s, v.scale)
             return v
         if isinstance(e, ir.Binary):
@@ -878,7 +882,7 @@ class Writer:
         factor = 10 ** (scale - v.scale)
         if factor > LIMIT:
             raise Unsupported("a rescale beyond 62 bits")
-        if v.v.lstrip("-").isdigit():  # a constant
+        if _literal(v.v):  # a constant
             value = int(v.v) * factor
             if abs(value) > LIMIT:
                 raise Unsupported("a constant beyond 62 bits")
@@ -1013,6 +1017,8 @@ class Writer:
             return self._divide(num, den, v.s, k, mode)
         if k >= v.scale:
             return Val("num", self.rescale(v, k), v.s, k) if k > v.scale else v
+        if 10 ** (v.scale - k) > LIMIT:
+            raise Unsupported(f"rounding a value of {v.scale} places to {k}")
         return self._divide(v.v, repr(10 ** (v.scale - k)), v.s, k, mode, known_divisor=True)
 
     def _divide(self, num: str, den: str, state: str, k: int, mode: str, known_divisor: bool = False) -> Val:
@@ -1124,6 +1130,9 @@ class Writer:
                         and self.inputs[e.body.name].entity == "member"):
                     raise Unsupported("collect of anything but a member input")
                 # the values are the column's own (taken after the loop): only their states here
+                column = self.columns.get(("member", e.body.name))
+                if column is not None and column.kind == "num" and column.signed is None and column.scale:
+                    raise Unsupported("collect of amounts held as fixed-point integers")
                 body = self.input_state(self.inputs[e.body.name])
             else:
                 body = self.expr(e.body) if e.body is not None else None
@@ -1431,9 +1440,9 @@ def _list_column(member_values: pl.Series, selected: Any, off: Any, counts: Any,
         keep &= np.repeat(valid, np.diff(off))
     offsets = np.zeros(len(counts) + 1, dtype=np.int64)
     np.cumsum(np.where(valid, counts, 0), out=offsets[1:])
-    values = member_values.cast(pl.String).filter(pl.Series(keep)).to_arrow()
-    array = pa.LargeListArray.from_arrays(pa.array(offsets), values, mask=pa.array(~valid))
-    return pl.Series(name, array).cast(pl.List(pl.String))
+    values = member_values.filter(pl.Series(keep))  # in the column's own type, as decide lists them
+    array = pa.LargeListArray.from_arrays(pa.array(offsets), values.to_arrow(), mask=pa.array(~valid))
+    return pl.Series(name, array).cast(pl.List(values.dtype))
 
 
 #: households below which a batch is not split between threads

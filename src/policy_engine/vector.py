@@ -1270,6 +1270,10 @@ class Batch:
         m = self.m
         where = m.settle(self.expr(e.where, m)) if e.where is not None else None
         body = m.settle(self.expr(e.body, m)) if e.body is not None else None
+        if fn == "collect" and body is not None and body.kind == "num" and body.scale:
+            # the list would hold the fixed-point integers (1250 for 12.50): left to the scalar
+            # path (found by a review of the compiled kernel; no shipped policy collects amounts)
+            raise Unsupported("collect of decimal values")
         name = m.fresh("agg")
         cols: dict[str, pl.Expr] = {}
         fbs = _or(where.fb if where else None, body.fb if body else None)
