@@ -193,14 +193,20 @@ def test_a_value_decide_refuses_is_reported_with_its_row(compiled: dict[str, int
     assert kernel_error == [d.path for d in plain.value.diagnostics] == ["[1].members[0].income.wages"]
 
 
-def test_one_kernel_serves_chunks_with_and_without_missing_facts(monkeypatch: pytest.MonkeyPatch) -> None:
-    sources: set[str] = set()
+@pytest.fixture
+def sources(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The kernel sources compiled (or loaded) by the test, in order."""
+    seen: list[str] = []
     original = kernel.compile_source
 
     def spy(source: str) -> Any:
-        sources.add(source)
+        seen.append(source)
         return original(source)
     monkeypatch.setattr(kernel, "compile_source", spy)
+    return seen
+
+
+def test_one_kernel_serves_chunks_with_and_without_missing_facts(sources: list[str]) -> None:
     r = random.Random(8)
     complete = [_shared(r) for _ in range(40)]
     for f in complete:
@@ -208,7 +214,7 @@ def test_one_kernel_serves_chunks_with_and_without_missing_facts(monkeypatch: py
     decide_batch(SHARED, _split(complete), "2023-07-01")
     gaps = [dict(f, members=[{"income": {}}]) for f in complete]
     decide_batch(SHARED, _split(gaps), "2023-07-01")
-    assert len(sources) == 1
+    assert len(sources) == 2 and sources[0] == sources[1]
 
 
 def test_threads_decide_the_same(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -279,17 +285,10 @@ def test_one_compiled_function_serves_columns_copied_or_not(monkeypatch: pytest.
     assert functions and all(len(f.signatures) == 1 for f in functions)
 
 
-def test_one_kernel_serves_every_date_with_the_same_rules(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_one_kernel_serves_every_date_with_the_same_rules(sources: list[str]) -> None:
     """The date is an argument of the kernel, not part of its source: two dates with the same
     parameter values and rows in force share one compiled kernel, and ages are counted on each
     date (Huaiyuan reads members' ages)."""
-    sources: list[str] = []
-    original = kernel.compile_source
-
-    def spy(source: str) -> Any:
-        sources.append(source)
-        return original(source)
-    monkeypatch.setattr(kernel, "compile_source", spy)
     r = random.Random(13)
     facts = [household(HUAIYUAN, "2024-07-01", r) for _ in range(150)]
     for day in ("2024-07-01", "2024-11-30"):

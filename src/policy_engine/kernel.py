@@ -184,6 +184,17 @@ def _kind(t: str) -> str:
     raise Unsupported(f"values of type {t}")
 
 
+def _fold(fn: str, add: str, x: str, total: str, empty: str) -> list[str]:
+    """The lines that fold ``x`` into ``total`` where ``add`` holds: a sum (guarded: both within
+    LIMIT / 2, so that it cannot wrap) or a min / max (``empty``: nothing taken yet). ``total``
+    starts at 0."""
+    if fn == "sum":
+        return [f"fb = fb | ({add} & ((abs({x}) > {LIMIT // 2}) | (abs({total}) > {LIMIT // 2})))",
+                f"{total} = {total} + sel({add}, {x}, 0)"]
+    better = "<" if fn == "min" else ">"
+    return [f"{total} = sel({add} & ({empty} | ({x} {better} {total})), {x}, {total})"]
+
+
 def _zero(kind: str) -> str:
     return "False" if kind == "bool" else "0"
 
@@ -720,16 +731,13 @@ class Writer:
             scale = max((v.scale for v in vs), default=0)
             self.emit(f"{name}_s = 1")  # no value yet: null
             self.emit(f"{name} = 0")
+            fn = {"C+": "sum", "C<": "min", "C>": "max"}[hit]
             for st, v in zip(status, vs):
                 x = self.rescale(v, scale) if kind == "num" else v.v
                 add = self.src.fresh("ad")
                 self.emit(f"{add} = ({st} == 1) & ({v.s} == 0)")
-                if hit == "C+":
-                    self.guard(f"{add} & ((abs({name}) > {LIMIT // 2}) | (abs({x}) > {LIMIT // 2}))")
-                    self.emit(f"{name} = sel({add}, sel({name}_s != 0, {x}, {name} + {x}), {name})")
-                else:
-                    better = "<" if hit == "C<" else ">"
-                    self.emit(f"{name} = sel({add} & (({name}_s != 0) | ({x} {better} {name})), {x}, {name})")
+                for line in _fold(fn, add, x, name, f"({name}_s != 0)"):
+                    self.emit(line)
                 self.emit(f"{name}_s = sel({add}, 0, {name}_s)")
             value = Val(kind, name, f"{name}_s", scale)
         # as _choose, between the combined value (taken as row 0 when a row matched) and the default
@@ -1185,12 +1193,8 @@ class Writer:
             add = name + "_a"
             lines.append(f"{unknown} = {unknown} | ({take} & ({body.s} == 2))")
             lines.append(f"{add} = {take} & ({body.s} == 0)")
-            if fn == "sum":
-                lines.append(f"fb = fb | ({add} & ((abs({body.v}) > {LIMIT // 2}) | (abs({total}) > {LIMIT // 2})))")
-                lines.append(f"{total} += sel({add}, {body.v}, 0)")
-            else:
-                better = "<" if fn == "min" else ">"
-                lines.append(f"{total} = sel({add} & (({count} == 0) | ({body.v} {better} {total})), {body.v}, {total})")
+            lines.extend(_fold(fn, add, body.v, total, f"({count} == 0)"))
+            if fn != "sum":
                 lines.append(f"{count} += sel({add}, 1, 0)")
         if self.check_owners and not self.owner_checked:  # each member its household's own
             self.owner_checked = True
