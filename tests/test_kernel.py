@@ -251,6 +251,18 @@ def test_what_the_kernel_cannot_write_is_left_to_the_polars_plan(compiled: dict[
             assert same_value(row[f"{did}.{short}"], decision[did].outputs[short])
 
 
+def _raised_both_ways(population: Split, error: type[Any]) -> list[Any]:
+    """The ``error`` decide_batch raises on the shared rule with the kernel, then without it."""
+    raised = []
+    for rows in (0, 10**9):
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(kernel, "MIN_ROWS", rows)
+            with pytest.raises(error) as info:
+                decide_batch(SHARED, population, "2023-07-01")
+        raised.append(info.value)
+    return raised
+
+
 def test_members_given_to_the_wrong_household_are_refused_as_before(compiled: dict[str, int]) -> None:
     """The kernel checks each member's `_hh` against the household sizes as it reads the
     members; a table that does not match gets the error the polars plan gives."""
@@ -259,13 +271,7 @@ def test_members_given_to_the_wrong_household_are_refused_as_before(compiled: di
     assert decide_batch(SHARED, right, "2023-07-01").height == 3 and compiled.get("dibao") == 1
     wrong = Split(right.households, right.members.with_columns(_hh=pl.Series([0, 0, 1, 2], dtype=pl.Int64)),
                   3, checked=False, sizes=right.sizes)
-    messages = []
-    for rows in (0, 10**9):
-        with pytest.MonkeyPatch.context() as mp:
-            mp.setattr(kernel, "MIN_ROWS", rows)
-            with pytest.raises(ValueError) as info:
-                decide_batch(SHARED, wrong, "2023-07-01")
-        messages.append(str(info.value))
+    messages = [str(exc) for exc in _raised_both_ways(wrong, ValueError)]
     assert messages[0] == messages[1] and "Split.sizes does not match" in messages[0]
 
 
@@ -307,13 +313,7 @@ def test_every_refused_value_is_reported_as_without_the_kernel() -> None:
     households = split.households.with_columns(deposits=pl.Series([Decimal(1), Decimal(-2), Decimal(3)],
                                                                   dtype=pl.Decimal(38, 2)))
     bad = Split(households, members, 3, checked=False, sizes=split.sizes)
-    found = []
-    for rows in (0, 10**9):
-        with pytest.MonkeyPatch.context() as mp:
-            mp.setattr(kernel, "MIN_ROWS", rows)
-            with pytest.raises(FactsError) as info:
-                decide_batch(SHARED, bad, "2023-07-01")
-        found.append([(d.code, d.path, d.message) for d in info.value.diagnostics])
+    found = [[(d.code, d.path, d.message) for d in exc.diagnostics] for exc in _raised_both_ways(bad, FactsError)]
     assert found[0] == found[1]
     assert [path for _, path, _ in found[0]] == ["[0].members[0].income.wages", "[1].assets.deposits",
                                                  "[2].members[0].income.wages"]
