@@ -406,3 +406,27 @@ def test_found_by_review_a_rounding_divisor_beyond_64_bits_is_not_written(compil
                      {"o": ("money", "x * y")})
     _same(engine, [{"x": Decimal("1.000000000001"), "y": Decimal("2.000000000003")}, {"x": Decimal("3.5"), "y": Decimal(1)}])
     assert not compiled
+
+
+def test_found_by_review_a_changed_helper_is_never_loaded_from_an_old_cache(sources: list[str]) -> None:
+    """The cache key is the whole file written (the calendar helpers too), not the kernel's own
+    source: after an upgrade that changes a helper, the kernel is compiled anew."""
+    r = random.Random(21)
+    decide_batch(SHARED, [_shared(r) for _ in range(5)], "2023-07-01")
+    first = kernel.compile_source(sources[-1])
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(kernel, "HELPERS", kernel.HELPERS + "\n# a helper changed\n")
+        assert kernel.compile_source(sources[-1]) is not first
+    assert kernel.compile_source(sources[-1]) is first
+
+
+def test_found_by_review_a_rounding_unit_written_1e1_is_left_to_the_polars_plan(compiled: dict[str, int]) -> None:
+    """A package rounding to tens written 1E+1 (exponent 1): the kernel writes nothing (it raised in the writer's
+    constructor, outside the decision it tried, and the batch failed)."""
+    label = {"zh": "x", "en": "x"}
+    module = {"inputs": {"a": {"path": "a", "type": "money", "label": label}},
+              "decisions": {"d": {"label": label, "cite": "s §1", "outputs": {
+                  "o": {"type": "money", "label": label, "expr": "a * 3"}}}}}
+    engine = engine_for(module, {**MANIFEST, "rounding": {"unit": "1E+1", "mode": "half_up"}})
+    _same(engine, [{"a": Decimal("12.34")}, {"a": Decimal(5)}, {}])
+    assert not compiled

@@ -51,6 +51,8 @@ LIMIT = 2**62
 DIGITS_33 = 10**33
 
 _STATUS = pl.Series(["decided", "needs_information"], dtype=pl.String)
+#: the comparisons the generated code may hold, each with its mirror (a < b is b > a)
+_ORDER = {"<": ">", "<=": ">=", ">": "<", ">=": "<=", "==": "==", "!=": "!="}
 #: as ``vector._check_split`` says it
 OWNERS_MISMATCH = "Split.sizes does not match the members table's `_hh` (members in household order)"
 
@@ -141,7 +143,8 @@ def month_days(y, m):
 class Val:
     """One value in the generated code: its kind, the source of its value and of its state
     (0 known, 1 null, 2 unknown), and for numbers the scale of the fixed-point integer.
-    Invariant: a value whose state is not 0 is 0 (False), so arithmetic on it is harmless.
+    A value whose state is not 0 may hold anything: every use reads the state first, and a
+    guard tripped by such a value only sends its household to the scalar path.
 
     Text is a code (``Writer.code``); ``exact`` says every value it can take has its own code
     (constants, enum values), so that two codes are equal exactly when the texts are. A date is
@@ -694,6 +697,8 @@ class Writer:
         best = self.src.fresh("best")
         self.emit(f"{best} = -1")
         base = max((len(p) for p in table.priorities), default=0) + 1
+        if base ** max(len(table.outputs), 1) * 64 > LIMIT:
+            raise Unsupported(f"P table `{table.owner}` with too many outputs to rank")
         for k, name in enumerate(status):
             rank = self.src.fresh("rank")
             self.emit(f"{rank} = 0")
@@ -703,6 +708,9 @@ class Writer:
                 self.emit(f"{r} = {len(prio)}")
                 for n, p in reversed(list(enumerate(prio))):  # the first listed wins
                     c = self.const(p)
+                    if c.kind == "null":  # a null output ranks where null is listed
+                        self.emit(f"{r} = sel({v.s} == 1, {n}, {r})")
+                        continue
                     if c.kind != v.kind:
                         continue
                     scale = max(v.scale, c.scale)
@@ -912,6 +920,8 @@ class Writer:
             x, y = a.v, b.v
         else:
             raise Unsupported(f"comparing {a.kind} with {b.kind}")
+        if op not in _ORDER:  # pragma: no cover - the compiler allows no other operator
+            raise Unsupported(f"comparison {op!r}")
         return self.bind("bool", f"{x} {op} {y}", f"max({a.s}, {b.s})")
 
     def _compare_div(self, op: str, a: Val, b: Val) -> Val:
@@ -932,7 +942,9 @@ class Writer:
         # num / den (op) c  <=>  num · 10^(den.scale + c.scale) (op') c · den · 10^(num.scale)
         left = self.rescale(num, num.scale + den.scale + c.scale)
         right = self.rescale(self._multiply(c, den, "0"), num.scale + den.scale + c.scale)
-        flipped = {"<": ">", "<=": ">=", ">": "<", ">=": "<=", "==": "==", "!=": "!="}
+        flipped = _ORDER
+        if op not in flipped:  # pragma: no cover - the compiler allows no other operator
+            raise Unsupported(f"comparison {op!r}")
         if swapped:  # c (op) q  <=>  q (flipped op) c
             op = flipped[op]
         name = self.src.fresh("qc")
@@ -1250,7 +1262,10 @@ def write(policy: ir.CompiledPolicy, day: dt.date, entity: str, wanted: list[ir.
     writer that holds the ones written so far), and the reasons for those it cannot."""
     reasons: dict[str, str] = {}
     written: dict[str, dict[str, Any]] = {}
-    writer = Writer(policy, day, entity, columns, members, members_null)
+    try:
+        writer = Writer(policy, day, entity, columns, members, members_null)
+    except Unsupported as exc:  # the package's rounding unit (10, say): nothing is written
+        return Written("", [], {}, {}, {node.id: str(exc) for node in wanted})
     writer.check_owners = check_owners
     for node in wanted:
         trial = writer.copy()
@@ -1331,15 +1346,18 @@ def compile_source(source: str) -> Any:
     cache, or compiled now (a second for a small policy, half a minute for Huaiyuan's six
     decisions). The source is written to a file and imported (numba caches what it compiles
     beside it); without a writable cache directory, to a temporary one."""
-    key = hashlib.sha256(source.encode()).hexdigest()[:24]
+    import numba
+
+    text = (f"# numba {numba.__version__}\nimport numba\nimport numpy as np\n\n"
+            + HELPERS + "\n\n@numba.njit(cache=True, nogil=True, error_model=\"numpy\")\n" + source)
+    # keyed by the whole file (the helpers too): an upgrade that changes them never loads an old one
+    key = hashlib.sha256(text.encode()).hexdigest()[:24]
     found = _KERNELS.get(key)
     if found is not None:
         return found
-    text = ("import numba\nimport numpy as np\n\n" + HELPERS + "\n\n@numba.njit(cache=True, nogil=True, error_model=\"numpy\")\n"
-            + source)
     where = _cache_dir() or Path(tempfile.mkdtemp(prefix="policy_engine-kernels-"))
     path = where / f"k{key}.py"
-    if not path.exists():
+    if not path.exists() or path.read_text(encoding="utf-8") != text:
         tmp = path.with_suffix(f".{os.getpid()}.tmp")
         tmp.write_text(text, encoding="utf-8")
         os.replace(tmp, path)

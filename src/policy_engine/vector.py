@@ -513,10 +513,20 @@ class Batch:
         self.decisions = {d.id: d for d in self.policy.decisions}
         self.outputs = {o.name: (d, o) for d in self.policy.decisions for o in d.outputs}
         self.rounding = self.policy.rounding
-        self.money_k = _unit_scale(self.rounding.unit)
+        try:
+            self._money_k: int | None = _unit_scale(self.rounding.unit)
+        except Unsupported:  # a unit such as 1E+1: each decision that rounds money is left to the scalar path
+            self._money_k = None
         self.results: dict[str, tuple[str, dict[str, V], V | None]] = {}
         self.in_progress: set[str] = set()
         self.partial: dict[str, dict[str, V]] = {}
+
+    @property
+    def money_k(self) -> int:
+        """The places money is rounded to (Unsupported for a unit that is not 1, 0.1, 0.01...)."""
+        if self._money_k is None:
+            raise Unsupported(f"rounding to {self.rounding.unit} (only units 1, 0.1, 0.01, ... are vectorised)")
+        return self._money_k
 
     # -- names ------------------------------------------------------------------------------------
 
