@@ -1343,7 +1343,7 @@ def _cache_dir() -> Path | None:
 
 def compile_source(source: str) -> Any:
     """The numba-compiled ``kernel`` of ``source``: from this process's memo, from the disk
-    cache, or compiled now (a second for a small policy, half a minute for Huaiyuan's six
+    cache, or compiled now (a second for a small policy, about 20 s for Huaiyuan's six
     decisions). The source is written to a file and imported (numba caches what it compiles
     beside it); without a writable cache directory, to a temporary one."""
     import numba
