@@ -430,3 +430,18 @@ def test_found_by_review_a_rounding_unit_written_1e1_is_left_to_the_polars_plan(
     engine = engine_for(module, {**MANIFEST, "rounding": {"unit": "1E+1", "mode": "half_up"}})
     _same(engine, [{"a": Decimal("12.34")}, {"a": Decimal(5)}, {}])
     assert not compiled
+
+
+def test_threads_compiling_one_kernel_at_once(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """screen's workers may need the same kernel at the same moment: compiled once, written to
+    the cache without the threads' files colliding, and every thread decides alike."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    monkeypatch.setenv("POLICY_ENGINE_CACHE", str(tmp_path))
+    monkeypatch.setattr(kernel, "_KERNELS", {})
+    r = random.Random(31)
+    facts = [_shared(r) for _ in range(50)]
+    with ThreadPoolExecutor(3) as pool:
+        results = list(pool.map(lambda _: decide_batch(SHARED, facts, "2023-01-15"), range(3)))
+    assert all(result.equals(results[0]) for result in results)
+    assert len(kernel._KERNELS) == 1 and len(list((tmp_path / "kernels").glob("*.py"))) == 1

@@ -30,6 +30,7 @@ import importlib.util
 import os
 import sys
 import tempfile
+import threading
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -1323,6 +1324,8 @@ def write(policy: ir.CompiledPolicy, day: dt.date, entity: str, wanted: list[ir.
 
 
 _KERNELS: dict[str, Any] = {}
+#: one compilation at a time (screen's workers may ask for the same kernel at once)
+_COMPILING = threading.Lock()
 _WRITTEN: dict[tuple[Any, ...], Written] = {}
 
 
@@ -1352,13 +1355,19 @@ def compile_source(source: str) -> Any:
             + HELPERS + "\n\n@numba.njit(cache=True, nogil=True, error_model=\"numpy\")\n" + source)
     # keyed by the whole file (the helpers too): an upgrade that changes them never loads an old one
     key = hashlib.sha256(text.encode()).hexdigest()[:24]
-    found = _KERNELS.get(key)
-    if found is not None:
-        return found
+    with _COMPILING:
+        found = _KERNELS.get(key)
+        if found is None:
+            found = _KERNELS[key] = _load(key, text)
+    return found
+
+
+def _load(key: str, text: str) -> Any:
+    """The kernel of file ``text``, written (if it is not there yet) and imported."""
     where = _cache_dir() or Path(tempfile.mkdtemp(prefix="policy_engine-kernels-"))
     path = where / f"k{key}.py"
     if not path.exists() or path.read_text(encoding="utf-8") != text:
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp = path.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp")
         tmp.write_text(text, encoding="utf-8")
         os.replace(tmp, path)
     spec = importlib.util.spec_from_file_location(f"policy_engine_kernel_{key}", path)
@@ -1366,7 +1375,6 @@ def compile_source(source: str) -> Any:
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module
     spec.loader.exec_module(module)
-    _KERNELS[key] = module.kernel
     return module.kernel
 
 
@@ -1375,12 +1383,13 @@ def _compile_for(function: Any, off: Any, maxm: int, when: tuple[int, int, int, 
     """Compile ``function`` for these arrays' types (or load it from the cache), here, before
     the threads call it: numba's analysis of a long kernel recurses deeply (one level for each
     of thousands of guards), beyond Python's default limit of 1000."""
-    limit = sys.getrecursionlimit()
-    sys.setrecursionlimit(max(limit, 50_000))
-    try:
-        function(0, 0, off, maxm, *when, *given, out, flags)  # no household: only the compilation
-    finally:
-        sys.setrecursionlimit(limit)
+    with _COMPILING:
+        limit = sys.getrecursionlimit()
+        sys.setrecursionlimit(max(limit, 50_000))
+        try:
+            function(0, 0, off, maxm, *when, *given, out, flags)  # no household: only the compilation
+        finally:
+            sys.setrecursionlimit(limit)
 
 
 def _values(series: pl.Series, column: Column, codes: dict[str, int]) -> Any:
@@ -1567,6 +1576,8 @@ def decide(policy: ir.CompiledPolicy, day: dt.date, entity: str, wanted: list[ir
     if written is None:
         written = write(policy, day, entity, wanted, columns, members, members_null, check_owners)
         if policy.content_hash:
+            if len(_WRITTEN) >= 256:  # (a process deciding many dates and policies)
+                _WRITTEN.clear()
             _WRITTEN[memo_key] = written
     reasons.update(written.reasons)
     if not written.source:
