@@ -1586,29 +1586,29 @@ def decide(policy: ir.CompiledPolicy, day: dt.date, entity: str, wanted: list[ir
     n = entity_df.height
     m = members_df.height if members_df is not None else 0
     off = offsets if members and offsets is not None else np.zeros(n + 1, dtype=np.int64)
-    given = []
-    selections: dict[str, Any] = {}
-    for arg in written.args:
+    selections: dict[str, Any] = {arg: np.zeros(m, dtype=np.int8) for arg in written.args if arg.startswith("o_sel")}
+
+    def argument(arg: str) -> Any:
+        """The array the kernel takes as ``arg``."""
         if arg == "s_members":
-            given.append(entity_df["members"].is_null().to_numpy())
-        elif arg == "owner":
+            return entity_df["members"].is_null().to_numpy()
+        if arg == "owner":
             assert owners
-            given.append(owners[0][0].cast(pl.Int64).to_numpy())
-        elif arg.startswith("o_sel"):
-            selections[arg] = np.zeros(m, dtype=np.int8)
-            given.append(selections[arg])
-        elif arg.startswith("s_"):
-            given.append(_states(series_of["v" + arg[1:]]))
-        else:
-            series = series_of[arg]
-            key = keys[arg]
-            if key in raw:
-                array = series.to_arrow()
-                if not hasattr(array, "buffers"):  # a chunked array
-                    array = array.combine_chunks()
-                given.append(_jit.decimal_words(array))
-            else:
-                given.append(_values(series, columns[key], written.codes))
+            return owners[0][0].cast(pl.Int64).to_numpy()
+        if arg.startswith("o_sel"):
+            return selections[arg]
+        if arg.startswith("s_"):
+            return _states(series_of["v" + arg[1:]])
+        series, key = series_of[arg], keys[arg]
+        if key in raw:
+            array = series.to_arrow()
+            if not hasattr(array, "buffers"):  # a chunked array
+                array = array.combine_chunks()
+            return _jit.decimal_words(array)
+        return _values(series, columns[key], written.codes)
+
+    # made in the threads (text columns are coded by hashing every value: polars releases the GIL)
+    given = list(_pool().map(argument, written.args)) if len(_parts(n)) > 1 else [argument(a) for a in written.args]
     # every input array read-only: numba compiles a function for each signature, and a column
     # polars hands over without a copy is read-only while one it copies is not
     given = [a if arg.startswith("o_sel") else _read_only(a) for arg, a in zip(written.args, given)]
