@@ -54,12 +54,17 @@ DIGITS_33 = 10**33
 _STATUS = pl.Series(["decided", "needs_information"], dtype=pl.String)
 #: the comparisons the generated code may hold, each with its mirror (a < b is b > a)
 _ORDER = {"<": ">", "<=": ">=", ">": "<", ">=": "<=", "==": "==", "!=": "!="}
-#: as ``vector._check_split`` says it
-OWNERS_MISMATCH = "Split.sizes does not match the members table's `_hh` (members in household order)"
+class OwnersMismatch(ValueError):
+    """A Split's members are not listed in household order, ``sizes`` per household (the
+    caller, ``vector._run``, then runs its own check for the precise error)."""
+
+    def __init__(self) -> None:
+        super().__init__("Split.sizes does not match the members table's `_hh` (members in household order)")
 
 
 class Unsupported(NotImplementedError):
-    """A policy construct this module does not compile (the polars plan decides it)."""
+    """A policy construct a batch evaluator does not compile: here, the polars plan then decides
+    it; in ``vector.py``, the scalar path."""
 
 
 #: dates as days since 1970-01-01; the scalar path holds years 1 to 9999
@@ -188,6 +193,11 @@ def _kind(t: str) -> str:
     raise Unsupported(f"values of type {t}")
 
 
+def _any_unknown(values: list[Val]) -> str:
+    """Whether any of ``values`` is unknown (state 2), as a branch-free expression."""
+    return " | ".join(f"({v.s} == 2)" for v in values) or "False"
+
+
 def _fold(fn: str, add: str, x: str, total: str, empty: str) -> list[str]:
     """The lines that fold ``x`` into ``total`` where ``add`` holds: a sum (guarded: both within
     LIMIT / 2, so that it cannot wrap) or a min / max (``empty``: nothing taken yet). ``total``
@@ -229,12 +239,12 @@ class Source:
 
 @dataclass(frozen=True)
 class Column:
-    """An input column as the kernel reads it: its kind, scale, whether it holds nulls, and for
-    a decimal column read as given (its 128-bit words), whether it may be negative."""
+    """An input column as the kernel reads it: its kind, scale, and for a decimal column read
+    as given (its 128-bit words), whether it may be negative. Every column comes with its
+    states (nulls or not), so that one kernel serves every chunk of a file."""
 
     kind: str
     scale: int
-    nulls: bool
     signed: bool | None = None
 
 
@@ -243,13 +253,12 @@ class Writer:
     columns."""
 
     def __init__(self, policy: ir.CompiledPolicy, day: dt.date, entity: str,
-                 columns: dict[tuple[str, str], Column], members: bool, members_null: bool):
+                 columns: dict[tuple[str, str], Column], members: bool):
         self.columns = columns  # (scope, input name) -> Column
         self.policy = policy
         self.day = day
         self.entity = entity
         self.members = members
-        self.members_null = members_null
         self.inputs = {n.name: n for n in policy.inputs}
         self.params = {p.name: p for p in policy.parameters}
         self.derived = {d.name: d for d in policy.derived}
@@ -280,7 +289,7 @@ class Writer:
 
     def copy(self) -> Writer:
         """A writer that goes on from where this one stands (a decision is tried on a copy)."""
-        other = Writer(self.policy, self.day, self.entity, self.columns, self.members, self.members_null)
+        other = Writer(self.policy, self.day, self.entity, self.columns, self.members)
         other.src = Source(self.src.counter)
         other.block = other.entity_block = list(self.entity_block)
         other.memo = dict(self.memo)
@@ -405,9 +414,9 @@ class Writer:
         index = "j" if scope == "member" else "i"
         if arg not in self.args:
             self.args.append(arg)
-        if given.nulls and states not in self.args:  # (collect may have asked for the states alone)
+        if states not in self.args:  # (collect may have asked for the states alone)
             self.args.append(states)
-        state = f"{states}[{index}]" if given.nulls else "0"
+        state = f"{states}[{index}]"
         if scope == "member" and node.name in self.guarded:  # checked in an earlier member loop
             word = f"{arg}[{index}, 0]" if given.signed is not None else f"{arg}[{index}]"
             return self.bind(kind, word, state, given.scale, exact=node.type != "text")
@@ -471,7 +480,7 @@ class Writer:
                 raise Unsupported(f"parameter `{node.name}` keyed by a {v.kind} value")
             dims.append(v)
         name = self.src.fresh("p")
-        unknown = " | ".join(f"({d.s} == 2)" for d in dims)
+        unknown = _any_unknown(dims)
         self.emit(f"{name}_s = sel({unknown}, 2, 0)")
         self.emit(f"{name} = {_zero(kind)}")
         self.emit(f"{name}_h = {name}_s != 0")  # found (or unknown: no lookup)
@@ -841,7 +850,7 @@ class Writer:
                 raise Unsupported("and/or of non-booleans")
             stop = e.op == "or"
             decides = " | ".join(f"(({v.s} == 0) & ({v.v} == {stop}))" for v in vs)
-            unknown = " | ".join(f"({v.s} == 2)" for v in vs)
+            unknown = _any_unknown(vs)
             null = " | ".join(f"({v.s} == 1)" for v in vs)
             name = self.src.fresh("b")
             # an operand that decides wins; else unknown, else null, else the other value
@@ -860,7 +869,7 @@ class Writer:
                 c = self.compare("==", v, o)
                 eqs.append(f"(({c.s} == 0) & {c.v})")
             found = " | ".join(eqs) or "False"
-            unknown = " | ".join(f"({o.s} == 2)" for o in opts) or "False"
+            unknown = _any_unknown(opts)
             name = self.src.fresh("in")
             self.emit(f"{name}_f = {found}")
             self.emit(f"{name}_s = sel({v.s} != 0, {v.s}, sel({name}_f, 0, sel({unknown}, 2, 0)))")
@@ -1093,7 +1102,7 @@ class Writer:
         vs = [self.settle(self.expr(a)) for a in e.args]
         state = f"max({', '.join(v.s for v in vs)})" if len(vs) > 1 else vs[0].s
         if any(v.kind == "null" for v in vs):
-            unknown = " | ".join(f"({v.s} == 2)" for v in vs)
+            unknown = _any_unknown(vs)
             return self.bind(_kind(e.type), _zero(_kind(e.type)), f"sel({unknown}, 2, 1)")
         if fn in ("min", "max"):
             kind = vs[0].kind
@@ -1130,8 +1139,8 @@ class Writer:
         if fn not in ("sum", "count", "any", "all", "min", "max", "collect"):
             raise Unsupported(f"aggregate {fn}")
         kind = _kind(e.type)
-        members_unknown = "s_members[i]" if self.members_null else "False"
-        if self.members_null and "s_members" not in self.args:
+        members_unknown = "s_members[i]" if self.members else "False"
+        if self.members and "s_members" not in self.args:
             self.args.append("s_members")
         if not self.members:
             if fn == "collect":
@@ -1257,14 +1266,14 @@ class Written:
 
 
 def write(policy: ir.CompiledPolicy, day: dt.date, entity: str, wanted: list[ir.DecisionNode],
-          columns: dict[tuple[str, str], Column], members: bool, members_null: bool,
+          columns: dict[tuple[str, str], Column], members: bool,
           check_owners: bool = False) -> Written:
     """The kernel for the decisions of ``wanted`` it can write (each is tried on a copy of the
     writer that holds the ones written so far), and the reasons for those it cannot."""
     reasons: dict[str, str] = {}
     written: dict[str, dict[str, Any]] = {}
     try:
-        writer = Writer(policy, day, entity, columns, members, members_null)
+        writer = Writer(policy, day, entity, columns, members)
     except Unsupported as exc:  # the package's rounding unit (10, say): nothing is written
         return Written("", [], {}, {}, {node.id: str(exc) for node in wanted})
     writer.check_owners = check_owners
@@ -1538,7 +1547,7 @@ def decide(policy: ir.CompiledPolicy, day: dt.date, entity: str, wanted: list[ir
 
     ``owners``: [(each member's ``_hh``, household sizes)] of a caller's ``Split`` not yet
     checked: the kernel's first member loop checks that each member belongs to its household,
-    and ``ValueError(OWNERS_MISMATCH)`` says when not; the check is then taken off the list
+    and ``OwnersMismatch`` says when not; the check is then taken off the list
     (a kernel without member loops leaves it there, for the caller)."""
     import numpy as np
 
@@ -1563,18 +1572,16 @@ def decide(policy: ir.CompiledPolicy, day: dt.date, entity: str, wanted: list[ir
                 kind = _kind(types[name])
             except Unsupported:
                 continue
-            # every column with its states, nulls or not: one kernel serves every chunk of a file
-            columns[key] = Column(kind, scales.get(key, 0), True, raw.get(key))
+            columns[key] = Column(kind, scales.get(key, 0), raw.get(key))
             series_of[_arg(policy, scope, name)] = series
             keys[_arg(policy, scope, name)] = key
     members = members_df is not None and offsets is not None and "members" in entity_df.columns
-    members_null = members
     check_owners = bool(owners) and members
     memo_key = (policy.content_hash, day, entity, tuple(node.id for node in wanted), tuple(sorted(columns.items())),
-                members, members_null, check_owners)
+                members, check_owners)
     written = _WRITTEN.get(memo_key) if policy.content_hash else None
     if written is None:
-        written = write(policy, day, entity, wanted, columns, members, members_null, check_owners)
+        written = write(policy, day, entity, wanted, columns, members, check_owners)
         if policy.content_hash:
             if len(_WRITTEN) >= 256:  # (a process deciding many dates and policies)
                 _WRITTEN.clear()
@@ -1625,7 +1632,7 @@ def decide(policy: ir.CompiledPolicy, day: dt.date, entity: str, wanted: list[ir
     _run_parts(lambda part: function(part[0], part[1], off, maxm, *when, *given, out, flags), n)
     if owners and layout["_owners_checked"]:  # checked by the kernel's first member loop
         if flags[layout["_owners"]].any():
-            raise ValueError(OWNERS_MISMATCH)
+            raise OwnersMismatch
         owners.clear()
     fb = flags[layout["_fb"]] != 0
     fb_series = pl.Series("_fb", fb)

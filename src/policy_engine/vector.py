@@ -54,6 +54,7 @@ from .intake import (
     holds_utf8,
     read_facts,
 )
+from .kernel import Unsupported  # a construct an evaluator does not compile (one class for both)
 
 I128 = pl.Int128
 I64 = pl.Int64
@@ -208,10 +209,6 @@ def _kind(t: str) -> str:
 def _null_of(kind: str) -> pl.Expr:
     dtype = {"num": I128, "bool": pl.Boolean, "date": pl.Date, "str": pl.String}.get(kind)
     return pl.lit(None, dtype=dtype) if dtype is not None else pl.lit(None)
-
-
-class Unsupported(NotImplementedError):
-    pass
 
 
 def _null_v(kind: str, unk: pl.Expr | None = None, fb: pl.Expr | None = None) -> V:
@@ -2023,9 +2020,9 @@ def _run(engine: Any, population: pl.DataFrame | Split, day: dt.date, entity: st
     try:
         compiled = _kernel_frames(batch, wanted, n, reasons, deferred, vouched, owners)
         if owners and not kernel.owners_match(*owners.pop()):  # not checked by a kernel
-            raise ValueError(kernel.OWNERS_MISMATCH)
-    except ValueError as exc:
-        if isinstance(population, Split) and str(exc) == kernel.OWNERS_MISMATCH:
+            raise kernel.OwnersMismatch
+    except kernel.OwnersMismatch:
+        if isinstance(population, Split):
             _check_split(population)  # its own error, naming what is wrong
         raise
     # the polars plan reads converted columns; a column no kernel vouched for is checked here
@@ -2093,7 +2090,7 @@ def _kernel_frames(batch: Batch, wanted: list[ir.DecisionNode], n: int, reasons:
             segments = batch.segments()
             if segments is None:  # members not in household order: the polars plan groups them
                 return {}
-            offsets = kernel.offsets_of(pl.concat([pl.Series([0], dtype=I64), segments[2].cast(I64)]))[1:]
+            offsets = kernel.offsets_of(segments[2])
     skipped: dict[str, str] = {}
     raw = {key: (d.node.type == "decimal" or d.node.path[-1] in _SIGNED_MONEY) for key, d in deferred.items()}
     return kernel.decide(batch.policy, day, batch.entity, in_force, batch.h.df,
