@@ -445,3 +445,25 @@ def test_threads_compiling_one_kernel_at_once(monkeypatch: pytest.MonkeyPatch, t
         results = list(pool.map(lambda _: decide_batch(SHARED, facts, "2023-01-15"), range(3)))
     assert all(result.equals(results[0]) for result in results)
     assert len(kernel._KERNELS) == 1 and len(list((tmp_path / "kernels").glob("*.py"))) == 1
+
+
+_TEXTS = st.sampled_from(["", "a", "ab\x00", "abcd", "abcde", "physical", "intellectual", "psychiatric",
+                          "abcdefghijkl", "abcdefghijklm", "traffic_accident", "城市", "农村户口", "农村户口 "])
+
+
+@settings(max_examples=80, deadline=None)
+@given(policy_texts=st.lists(_TEXTS, unique=True), values=st.lists(st.one_of(st.none(), _TEXTS, st.text(max_size=20))),
+       cut=st.integers(0, 5), categorical=st.booleans())
+def test_text_codes_read_from_string_views_equal_a_lookup(policy_texts: list[str], values: list[str | None],
+                                                            cut: int, categorical: bool) -> None:
+    """A text column's codes read from its Arrow string views (short texts held in the view,
+    longer ones looked up by polars) are those of a plain lookup, on slices and categoricals."""
+    codes = {text: k for k, text in enumerate(policy_texts)}
+    series = pl.Series(values, dtype=pl.String).slice(min(cut, len(values)))
+    if categorical:
+        series = series.cast(pl.Categorical)
+    coded = kernel._text_codes(series, codes)
+    expected = series.cast(pl.String).replace_strict(list(codes), list(codes.values()), default=-1,
+                                                     return_dtype=pl.Int64)
+    given_at = series.is_not_null().to_numpy()
+    assert coded[given_at].tolist() == expected.to_numpy()[given_at].tolist()

@@ -1402,13 +1402,13 @@ def _compile_for(function: Any, off: Any, maxm: int, when: tuple[int, int, int, 
 
 
 def _values(series: pl.Series, column: Column, codes: dict[str, int]) -> Any:
-    """An input column's values as the kernel reads them (nulls as 0; their states are apart)."""
+    """An input column's values as the kernel reads them (a null as 0, or a text's as it comes:
+    its state says it is not there)."""
     import numpy as np
 
     if column.kind == "str":
-        series = series.cast(pl.String).replace_strict(list(codes), list(codes.values()), default=-1,
-                                                        return_dtype=pl.Int64)
-    elif column.kind == "date":
+        return _text_codes(series, codes)
+    if column.kind == "date":
         series = series.cast(pl.Date).to_physical().cast(pl.Int64)
     elif column.kind == "num" and series.dtype != pl.Int64:
         # Int128 (or a narrower integer): a value beyond int64 becomes one the kernel's guard sends
@@ -1419,6 +1419,32 @@ def _values(series: pl.Series, column: Column, codes: dict[str, int]) -> Any:
     if series.has_nulls():
         series = series.fill_null(False if column.kind == "bool" else 0)
     return np.ascontiguousarray(series.to_numpy())
+
+
+def _text_codes(series: pl.Series, codes: dict[str, int]) -> Any:
+    """A text column's codes (-1 for a text without one), read from its Arrow string views: a
+    text of 12 bytes or fewer is held in its view, so it is looked up without hashing the
+    string; the longer ones are looked up by polars. A null's code is left as it comes: its
+    state says it is not there."""
+    import numpy as np
+    import pyarrow as pa
+
+    from . import _jit
+
+    array = series.cast(pl.String).to_arrow(compat_level=pl.CompatLevel.newest())
+    if isinstance(array, pa.ChunkedArray):
+        array = array.combine_chunks()
+    if len(array) == 0 or array.buffers()[1] is None:
+        return np.zeros(len(array), dtype=np.int64)
+    views = np.frombuffer(array.buffers()[1], dtype=np.uint64, count=2 * len(array),
+                          offset=array.offset * 16).reshape(-1, 2)
+    out = np.empty(len(array), dtype=np.int64)
+    _jit.view_codes(views, *_jit.text_table(codes), out)
+    longer = np.flatnonzero(out == -2)
+    if len(longer):
+        out[longer] = series.cast(pl.String).gather(longer).replace_strict(
+            list(codes), list(codes.values()), default=-1, return_dtype=pl.Int64).fill_null(-1).to_numpy()
+    return out
 
 
 def _read_only(array: Any) -> Any:
@@ -1649,7 +1675,7 @@ def decide(policy: ir.CompiledPolicy, day: dt.date, entity: str, wanted: list[ir
             continue
         first = len(jobs)
         jobs.append(lambda status=spec["status"], name=f"{node.id}.status":
-                    _STATUS.gather(pl.Series(flags[status])).alias(name))
+                    _STATUS.gather(pl.Series(flags[status].astype(np.uint32))).alias(name))
         outs = []
         for short, kind, scale, otype, (slot, flag), sel in spec["outs"]:
             name = f"{node.id}.{short}"
@@ -1666,7 +1692,7 @@ def decide(policy: ir.CompiledPolicy, day: dt.date, entity: str, wanted: list[ir
             outs.append((short, shown, scale))
         if spec["fired"] is not None:
             jobs.append(lambda fired=spec["fired"], ids=spec["labels"], name=f"{node.id}.fired_rows":
-                        _fired_lists(pl.Series(name, out[fired]).cast(pl.UInt64), ids))
+                        _fired_lists(out[fired], ids).alias(name))
         else:
             jobs.append(lambda name=f"{node.id}.fired_rows":
                         pl.Series(name, [[]], dtype=pl.List(pl.String)).new_from_index(0, n))

@@ -2148,13 +2148,20 @@ def _decision_frame(batch: Batch, node: ir.DecisionNode, values: dict[str, V], f
     return frame, outs
 
 
-def _fired_lists(masks: pl.Series, labels: tuple[str, ...]) -> pl.Series:
+def _fired_lists(masks: pl.Series | Any, labels: tuple[str, ...]) -> pl.Series:
     """Row-id lists from fired-row bit masks: each distinct mask is decoded once, then gathered.
-    With at most 8 rows the mask is itself the index into a table of all 2^k lists."""
+    With at most 8 rows the mask is itself the index into a table of all 2^k lists (``masks``
+    may then be a numpy array, as the kernel gives it: cast there, where it costs least)."""
     if len(labels) <= 8:
         every = pl.Series([[labels[k] for k in range(len(labels)) if m >> k & 1] for m in range(1 << len(labels))],
                           dtype=pl.List(pl.String))
-        return every.gather(masks.cast(pl.UInt32)).alias(masks.name)
+        if isinstance(masks, pl.Series):
+            return every.gather(masks.cast(pl.UInt32)).alias(masks.name)
+        import numpy as np
+
+        return every.gather(pl.Series(masks.astype(np.uint32)))
+    if not isinstance(masks, pl.Series):
+        masks = pl.Series(masks).cast(pl.UInt64)
     distinct = masks.unique().sort().to_list()
     lists = pl.Series([[labels[k] for k in range(len(labels)) if m >> k & 1] for m in distinct],
                       dtype=pl.List(pl.String))
