@@ -1427,7 +1427,7 @@ def _text_codes(series: pl.Series, codes: dict[str, int]) -> Any:
     string; the longer ones are looked up by polars. A null's code is left as it comes: its
     state says it is not there."""
     import numpy as np
-    import pyarrow as pa
+    import pyarrow as pa  # type: ignore[import-untyped]
 
     from . import _jit
 
@@ -1469,7 +1469,7 @@ def _column(values: Any, states: Any, fb: Any, kind: str, scale: int, name: str,
     """An output column from the kernel's values and states: null where the state is not 0 (or
     the household goes to the scalar path)."""
     import numpy as np
-    import pyarrow as pa  # type: ignore[import-untyped]
+    import pyarrow as pa
 
     valid = (states == 0) & ~fb
     n = len(values)
