@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 import policy_engine as pe
 from policy_engine import kernel
 from policy_engine.diagnostics import FactsError
-from policy_engine.vector import Split, decide_batch
+from policy_engine.vector import Split, decide_batch, facts_to_population
 from tests import random_policies as rp
 from tests.helpers import MANIFEST, engine_for, same_value
 from tests.test_differential import _batch
@@ -467,3 +467,36 @@ def test_text_codes_read_from_string_views_equal_a_lookup(policy_texts: list[str
                                                      return_dtype=pl.Int64)
     given_at = series.is_not_null().to_numpy()
     assert coded[given_at].tolist() == expected.to_numpy()[given_at].tolist()
+
+
+def test_a_refused_value_in_a_column_no_kernel_decision_reads_is_reported() -> None:
+    """A money column the kernel does not read (a deduction, when only the care agreement is
+    decided) is checked, not converted, when nothing else reads it; a refused value in it is
+    still reported, as without the kernel."""
+    from tests.test_vector import household
+
+    r = random.Random(3)
+    facts = [household(HUAIYUAN, "2023-07-01", r, 0.0) for _ in range(6)]
+    frame = facts_to_population(HUAIYUAN, facts)
+    members = frame["members"].list.explode().struct.unnest()
+    assert "income_tax_paid" in members.columns
+    for bad in (False, True):
+        tax = members["income_tax_paid"]
+        if bad:
+            tax = tax.scatter(4, Decimal(-3))
+        nested = members.with_columns(tax).with_columns(_hh=pl.Series(
+            [h for h, f in enumerate(facts) for _ in f["members"]])).group_by("_hh", maintain_order=True).agg(
+            pl.struct(pl.exclude("_hh")).alias("members"))
+        table = frame.drop("members").with_columns(nested["members"])
+        outcomes = []
+        for rows in (0, 10**9):
+            with pytest.MonkeyPatch.context() as mp:
+                mp.setattr(kernel, "MIN_ROWS", rows)
+                try:
+                    outcomes.append(decide_batch(HUAIYUAN, table, "2023-07-01", decisions=["tekun_care_agreement"]))
+                except FactsError as exc:
+                    outcomes.append([(d.code, d.path) for d in exc.diagnostics])
+        if bad:
+            assert outcomes[0] == outcomes[1] and outcomes[0] and "income_tax_paid" in outcomes[0][0][1]
+        else:
+            assert outcomes[0].equals(outcomes[1])

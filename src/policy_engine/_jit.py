@@ -12,7 +12,9 @@ import numpy as np
 def narrow(pairs: Any, nulls: Any, out: Any) -> tuple[bool, int, int]:
     """Copy the low words of 128-bit integers (``pairs``: little-endian (low, high) rows) into
     ``out``; (every non-null value fits int64, min, max of the non-null values; 0, 0 if none).
-    A null's slot is set to 0. ``nulls`` is empty when there are none."""
+    A null's slot is set to 0. ``nulls`` is empty when there are none; ``out`` is empty when
+    only the bounds are wanted."""
+    write = out.shape[0] > 0
     fits = True
     lo = 0
     hi = 0
@@ -20,12 +22,14 @@ def narrow(pairs: Any, nulls: Any, out: Any) -> tuple[bool, int, int]:
     has_nulls = nulls.shape[0] > 0
     for k in range(pairs.shape[0]):
         if has_nulls and nulls[k]:
-            out[k] = 0
+            if write:
+                out[k] = 0
             continue
         x = pairs[k, 0]
         if pairs[k, 1] != (x >> 63):
             fits = False
-        out[k] = x
+        if write:
+            out[k] = x
         if first:
             lo = x
             hi = x

@@ -1289,7 +1289,7 @@ def write(policy: ir.CompiledPolicy, day: dt.date, entity: str, wanted: list[ir.
     if not written:
         return Written("", [], {}, {}, reasons)
     lines = ["def kernel(start, end, off, maxm, asof, asof_y, asof_m, asof_d, "
-             + "".join(f"{a}, " for a in writer.args) + "out, flags):",
+             + "".join(f"{a}, " for a in writer.args) + "out, wide, flags):",
              # member values kept between the member loops of a household (one set a call: a thread)
              f"    scr = np.empty(({max(writer.slots, 1)}, maxm), dtype=np.int64)",
              f"    scrs = np.empty(({max(writer.slots, 1)}, maxm), dtype=np.int8)",
@@ -1297,8 +1297,11 @@ def write(policy: ir.CompiledPolicy, day: dt.date, entity: str, wanted: list[ir.
              "        fb = False",
              "        bad = False"]
     lines += ["        " + line for line in writer.entity_block]
-    # values and fired-row masks in `out` (int64), states and flags in `flags` (int8)
-    slot = flag = 0
+    # each output as its column is made of it (written after every value, so `fb` is final): an
+    # amount as the two 64-bit words of an Arrow decimal128 in `wide`, a yes/no as a byte in
+    # `flags`, the others (whole numbers, text codes, dates, list lengths, fired-row masks) in
+    # `out`; before each, in `flags`, whether it is valid (known, and not left to the scalar path)
+    slot = flag = pair = 0
     layout: dict[str, Any] = {}
     for node in wanted:
         found = written.get(node.id)
@@ -1310,11 +1313,24 @@ def write(policy: ir.CompiledPolicy, day: dt.date, entity: str, wanted: list[ir.
         states = []
         for output in node.outputs:
             v = values[output.short]
-            lines.append(f"        out[{slot}, i] = {v.v}")
-            lines.append(f"        flags[{flag}, i] = {v.s}")
             states.append(v.s)
-            outs.append((output.short, v.kind, v.scale, output.type, (slot, flag), (v.sel, v.of) if v.sel else None))
-            slot, flag = slot + 1, flag + 1
+            shown = "int" if output.type == "integer" and v.kind == "num" else v.kind
+            valid = flag
+            lines.append(f"        flags[{valid}, i] = sel(({v.s} == 0) & (fb == False), 1, 0)")
+            flag += 1
+            where: tuple[str, int]
+            if shown == "num":
+                lines.append(f"        wide[{pair}, i, 0] = {v.v}")
+                lines.append(f"        wide[{pair}, i, 1] = {v.v} >> 63")
+                where, pair = ("wide", pair), pair + 1
+            elif shown == "bool":
+                lines.append(f"        flags[{flag}, i] = sel({v.v}, 1, 0)")
+                where, flag = ("flags", flag), flag + 1
+            else:  # (a text's code is 0 where it is not valid: its column gathers the labels)
+                lines.append(f"        out[{slot}, i] = " + (f"sel(flags[{valid}, i] != 0, {v.v}, 0)"
+                                                           if shown == "str" else v.v))
+                where, slot = ("out", slot), slot + 1
+            outs.append((output.short, shown, v.scale, where, valid, (v.sel, v.of) if v.sel else None))
         lines.append(f"        flags[{flag}, i] = sel({' | '.join(f'({s} == 2)' for s in states) or 'False'}, 1, 0)")
         fired = record.get("fired")
         if fired is not None:
@@ -1327,7 +1343,7 @@ def write(policy: ir.CompiledPolicy, day: dt.date, entity: str, wanted: list[ir.
     lines.append(f"        flags[{flag + 2}, i] = owner_bad" if writer.owner_checked else
                  f"        flags[{flag + 2}, i] = 0")
     layout["_fb"], layout["_bad"], layout["_owners"] = flag, flag + 1, flag + 2
-    layout["_out"], layout["_flags"] = max(slot, 1), flag + 3
+    layout["_out"], layout["_wide"], layout["_flags"] = max(slot, 1), max(pair, 1), flag + 3
     layout["_owners_checked"] = writer.owner_checked
     return Written("\n".join(lines) + "\n", writer.args, layout, writer.codes, reasons)
 
@@ -1388,7 +1404,7 @@ def _load(key: str, text: str) -> Any:
 
 
 def _compile_for(function: Any, off: Any, maxm: int, when: tuple[int, int, int, int], given: list[Any], out: Any,
-                 flags: Any) -> None:
+                 wide: Any, flags: Any) -> None:
     """Compile ``function`` for these arrays' types (or load it from the cache), here, before
     the threads call it: numba's analysis of a long kernel recurses deeply (one level for each
     of thousands of guards), beyond Python's default limit of 1000."""
@@ -1396,7 +1412,7 @@ def _compile_for(function: Any, off: Any, maxm: int, when: tuple[int, int, int, 
         limit = sys.getrecursionlimit()
         sys.setrecursionlimit(max(limit, 50_000))
         try:
-            function(0, 0, off, maxm, *when, *given, out, flags)  # no household: only the compilation
+            function(0, 0, off, maxm, *when, *given, out, wide, flags)  # no household: only the compilation
         finally:
             sys.setrecursionlimit(limit)
 
@@ -1464,43 +1480,38 @@ def _states(series: pl.Series) -> Any:
     return (series.is_null().cast(pl.Int8) * 2).to_numpy()
 
 
-def _column(values: Any, states: Any, fb: Any, kind: str, scale: int, name: str,
-            labels: list[str] | None = None) -> pl.Series:
-    """An output column from the kernel's values and states: null where the state is not 0 (or
-    the household goes to the scalar path)."""
+def _column(values: Any, valid: Any, kind: str, scale: int, name: str, labels: list[str] | None = None) -> pl.Series:
+    """An output column from the kernel's values (for an amount, the (n, 2) words of its
+    decimal128 column) and its validity (1 where the value is known and not left to the scalar
+    path; null elsewhere)."""
     import numpy as np
     import pyarrow as pa
 
-    valid = (states == 0) & ~fb
     n = len(values)
-    bitmap = pa.py_buffer(np.packbits(valid, bitorder="little"))
+    bitmap = pa.py_buffer(np.packbits(valid.view(np.bool_), bitorder="little"))
     if kind == "bool":
-        data = pa.py_buffer(np.packbits(values != 0, bitorder="little"))
+        data = pa.py_buffer(np.packbits(values.view(np.bool_), bitorder="little"))
         return pl.Series(name, pa.Array.from_buffers(pa.bool_(), n, [bitmap, data]))
     if kind == "int":
         return pl.Series(name, pa.Array.from_buffers(pa.int64(), n, [bitmap, pa.py_buffer(values)]))
-    if kind == "date":
-        days32 = np.where(valid, values, 0).astype(np.int32)
+    if kind == "date":  # (a value that is not valid is not read: it may be anything)
+        days32 = values.astype(np.int32)
         return pl.Series(name, pa.Array.from_buffers(pa.date32(), n, [bitmap, pa.py_buffer(days32)]))
-    if kind == "str":
+    if kind == "str":  # (the code of a value that is not valid is 0)
         assert labels is not None
-        index = pl.Series(np.where(valid, values, 0).astype(np.uint32))
-        texts = pl.Series(labels, dtype=pl.String).gather(index) if labels else pl.repeat(None, n, dtype=pl.String, eager=True)
-        return pl.select(pl.when(pl.lit(pl.Series(valid))).then(pl.lit(texts))).to_series().alias(name)
-    wide = np.empty((n, 2), dtype=np.int64)
-    wide[:, 0] = values
-    wide[:, 1] = values >> 63  # little-endian 128-bit two's complement
-    return pl.Series(name, pa.Array.from_buffers(pa.decimal128(38, scale), n, [bitmap, pa.py_buffer(wide)]))
+        index = pl.Series(pa.Array.from_buffers(pa.uint32(), n, [bitmap, pa.py_buffer(values.astype(np.uint32))]))
+        texts = pl.Series(labels, dtype=pl.String) if labels else pl.Series([None], dtype=pl.String)
+        return texts.gather(index).alias(name)
+    return pl.Series(name, pa.Array.from_buffers(pa.decimal128(38, scale), n, [bitmap, pa.py_buffer(values)]))
 
 
-def _list_column(member_values: pl.Series, selected: Any, off: Any, counts: Any, states: Any, fb: Any,
-                 name: str) -> pl.Series:
+def _list_column(member_values: pl.Series, selected: Any, off: Any, counts: Any, valid: Any, name: str) -> pl.Series:
     """A ``collect`` output: each household's selected members' values, in member order (null
     where unknown, or where the scalar path decides the household)."""
     import numpy as np
     import pyarrow as pa
 
-    valid = (states == 0) & ~fb
+    valid = valid.view(np.bool_)
     keep = selected != 0
     if not valid.all():  # the members of a household left null are not taken
         keep &= np.repeat(valid, np.diff(off))
@@ -1649,13 +1660,14 @@ def decide(policy: ir.CompiledPolicy, day: dt.date, entity: str, wanted: list[ir
     layout = written.layout
     # the kernel writes every slot of every household
     out = np.empty((layout["_out"], n), dtype=np.int64)
+    wide = np.empty((layout["_wide"], n, 2), dtype=np.int64)
     flags = np.empty((layout["_flags"], n), dtype=np.int8)
     maxm = int(np.max(np.diff(off))) if n else 0  # the most members a household has
     # the date as arguments (its day number, year, month, day), not in the source
     when = ((day - EPOCH).days, day.year, day.month, day.day)
-    _compile_for(function, off, maxm, when, given, out, flags)
+    _compile_for(function, off, maxm, when, given, out, wide, flags)
     # households in contiguous parts, one a thread (the kernel releases the GIL)
-    _run_parts(lambda part: function(part[0], part[1], off, maxm, *when, *given, out, flags), n)
+    _run_parts(lambda part: function(part[0], part[1], off, maxm, *when, *given, out, wide, flags), n)
     if owners and layout["_owners_checked"]:  # checked by the kernel's first member loop
         if flags[layout["_owners"]].any():
             raise OwnersMismatch
@@ -1677,19 +1689,19 @@ def decide(policy: ir.CompiledPolicy, day: dt.date, entity: str, wanted: list[ir
         jobs.append(lambda status=spec["status"], name=f"{node.id}.status":
                     _STATUS.gather(pl.Series(flags[status].astype(np.uint32))).alias(name))
         outs = []
-        for short, kind, scale, otype, (slot, flag), sel in spec["outs"]:
+        for short, kind, scale, (where, row), valid, sel in spec["outs"]:
             name = f"{node.id}.{short}"
+            held = {"out": out, "wide": wide, "flags": flags}[where][row]
             if kind == "list":  # sel: the selection array and the member input collected
                 assert members_df is not None and sel is not None
                 array, of = sel
-                jobs.append(lambda values=members_df[f"in:{of}"], chosen=selections[array], slot=slot, flag=flag,
-                            name=name: _list_column(values, chosen, off, out[slot], flags[flag], fb, name))
+                jobs.append(lambda values=members_df[f"in:{of}"], chosen=selections[array], counts=held, valid=valid,
+                            name=name: _list_column(values, chosen, off, counts, flags[valid], name))
                 outs.append((short, "list", 0))
                 continue
-            shown = "int" if otype == "integer" and kind == "num" else kind
-            jobs.append(lambda slot=slot, flag=flag, shown=shown, scale=scale, name=name:
-                        _column(out[slot], flags[flag], fb, shown, scale, name, labels))
-            outs.append((short, shown, scale))
+            jobs.append(lambda held=held, valid=valid, kind=kind, scale=scale, name=name:
+                        _column(held, flags[valid], kind, scale, name, labels))
+            outs.append((short, kind, scale))
         if spec["fired"] is not None:
             jobs.append(lambda fired=spec["fired"], ids=spec["labels"], name=f"{node.id}.fired_rows":
                         _fired_lists(out[fired], ids).alias(name))
@@ -1701,10 +1713,10 @@ def decide(policy: ir.CompiledPolicy, day: dt.date, entity: str, wanted: list[ir
     return {node.id: (pl.DataFrame(made[first:last] + [fb_series]), outs) for node, outs, first, last in specs}
 
 
-def narrow_decimal(series: pl.Series) -> tuple[pl.Series, int, int] | None:
+def narrow_decimal(series: pl.Series, convert: bool = True) -> tuple[pl.Series | None, int, int] | None:
     """A Decimal column's fixed-point integers as Int64, with their min and max, in one pass over
     its Arrow buffer (in parts, one a thread); None when a value does not fit int64 (or the
-    column is not decimal128)."""
+    column is not decimal128). ``convert=False``: the bounds alone (the column is None)."""
     import numpy as np
     import pyarrow as pa
 
@@ -1719,7 +1731,7 @@ def narrow_decimal(series: pl.Series) -> tuple[pl.Series, int, int] | None:
         return None
     nulls = series.is_null()
     has_nulls = nulls.any()
-    out = np.empty(len(array), dtype=np.int64)
+    out = np.empty(len(array) if convert else 0, dtype=np.int64)
     words = _jit.decimal_words(array)
     flags = nulls.to_numpy() if has_nulls else None
     empty = np.empty(0, np.bool_)
@@ -1727,7 +1739,7 @@ def narrow_decimal(series: pl.Series) -> tuple[pl.Series, int, int] | None:
     def part(bounds: tuple[int, int]) -> tuple[bool, int, int, bool]:
         a, b = bounds
         given = flags[a:b] if flags is not None else empty
-        fits, lo, hi = _jit.narrow(words[a:b], given, out[a:b])
+        fits, lo, hi = _jit.narrow(words[a:b], given, out[a:b] if convert else out)
         return fits, lo, hi, bool(b > a and (flags is None or not given.all()))
 
     found = [r for r in _run_parts(part, len(array)) if r[3]]  # parts with a value
@@ -1735,6 +1747,8 @@ def narrow_decimal(series: pl.Series) -> tuple[pl.Series, int, int] | None:
         return None
     lo = min((r[1] for r in found), default=0)
     hi = max((r[2] for r in found), default=0)
+    if not convert:
+        return None, int(lo), int(hi)
     values = pl.Series(series.name, out)
     if has_nulls:
         values = values.scatter(nulls.arg_true(), None)

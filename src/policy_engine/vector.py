@@ -1666,12 +1666,13 @@ def _fact_error(rows: pl.Series, member: pl.Series | None, i: int, path: str, me
     return make("PE401", f"{where}: {message}", path=where, hint=hint)
 
 
-def _quick_num(series: pl.Series, node: ir.InputNode) -> tuple[pl.Series, int] | None:
+def _quick_num(series: pl.Series, node: ir.InputNode, convert: bool = True) -> tuple[pl.Series | None, int] | None:
     """A decimal column ``_plainly_valid`` accepts, as ``_num_column`` gives it when it is
-    narrow, in one pass (``kernel.narrow_decimal``); None: the column takes the general path."""
+    narrow, in one pass (``kernel.narrow_decimal``); None: the column takes the general path.
+    ``convert=False``: the check alone (the column is None)."""
     if node.type not in ("money", "decimal") or not isinstance(series.dtype, pl.Decimal):
         return None
-    found = kernel.narrow_decimal(series)
+    found = kernel.narrow_decimal(series, convert)
     if found is None:
         return None
     values, lo, hi = found
@@ -1815,7 +1816,8 @@ class Deferred:
         values reported in ``errors``."""
         quick = _quick_num(self.series, self.node)
         if quick is not None:
-            return quick
+            assert quick[0] is not None
+            return quick[0], quick[1]
         raw = self.series if self.checked else _read_checked(self.series, self.node, self.rows, self.member, errors)
         scales: dict[tuple[str, str], int] = {}
         column = _input_column(raw, self.node, "deferred", scales)
@@ -1828,10 +1830,16 @@ def _deferrable(series: pl.Series, node: ir.InputNode) -> bool:
             and (series.dtype.scale or 0) <= DECIMAL_DIGITS and (series.dtype.precision or 38) <= 38)
 
 
-def _settle(batch: Batch, deferred: dict[tuple[str, str], Deferred], keys: Any) -> None:
-    """Convert (and check) the deferred columns ``keys`` into the batch's frames."""
+def _settle(batch: Batch, deferred: dict[tuple[str, str], Deferred], keys: Any, check_only: bool = False) -> None:
+    """Convert (and check) the deferred columns ``keys`` into the batch's frames. ``check_only``
+    (nothing reads them: the kernel decided every decision): a column whose values all pass,
+    as its bounds show, is left as it is; the others are converted, so that their refused
+    values are reported."""
     errors: list[Diagnostic] = []
     for key in list(keys):
+        later = deferred[key]
+        if check_only and (later.checked or _quick_num(later.series, later.node, convert=False) is not None):
+            continue
         column, scale = deferred.pop(key).settle(errors)
         scope = batch.h if key[0] == "entity" else batch.m
         assert scope is not None
@@ -2027,7 +2035,7 @@ def _run(engine: Any, population: pl.DataFrame | Split, day: dt.date, entity: st
         raise
     # the polars plan reads converted columns; a column no kernel vouched for is checked here
     plan = any(node.id not in compiled and (node.in_force is None or node.in_force.contains(day)) for node in wanted)
-    _settle(batch, deferred, list(deferred) if plan else [k for k in deferred if k not in vouched])
+    _settle(batch, deferred, list(deferred) if plan else [k for k in deferred if k not in vouched], check_only=not plan)
     for node in wanted:
         if node.id in compiled:
             frame, outs = compiled[node.id]
