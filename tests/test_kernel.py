@@ -206,15 +206,30 @@ def sources(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     return seen
 
 
-def test_one_kernel_serves_chunks_with_and_without_missing_facts(sources: list[str]) -> None:
+@pytest.mark.parametrize("complete_first", [True, False])
+def test_at_most_two_kernels_serve_chunks_with_and_without_missing_facts(sources: list[str],
+                                                                         complete_first: bool) -> None:
+    """The first batch of a layout fixes the columns its kernel takes as having no nulls; a
+    batch with a null in one of them takes the kernel written for none: at most two kernels,
+    in any order of batches, each deciding as ``decide`` does."""
+    kernel._NULL_FREE.clear()
     r = random.Random(8)
     complete = [_shared(r) for _ in range(40)]
-    for f in complete:
-        f["members"] = [{"income": {"wages": Decimal(1), "other_counted": Decimal(2)}}] + f.get("members", [])
-    decide_batch(SHARED, _split(complete), "2023-07-01")
+    for k, f in enumerate(complete):  # every fact given
+        f["members"] = [{"income": {"wages": Decimal(300 * k), "other_counted": Decimal(2)}}] * (1 + k % 3)
+        f["assets"] = {"deposits": Decimal(5)}
     gaps = [dict(f, members=[{"income": {}}]) for f in complete]
-    decide_batch(SHARED, _split(gaps), "2023-07-01")
-    assert len(sources) == 2 and sources[0] == sources[1]
+    batches = [complete, gaps] * 2 if complete_first else [gaps, complete] * 2
+    for facts in batches:
+        got = decide_batch(SHARED, _split(facts), "2023-07-01")
+        assert got["dibao.status"].to_list() == [SHARED.decide(f, "2023-07-01")["dibao"].status for f in facts]
+    assert len(sources) == 4 and sources[0] == sources[2] and sources[1] == sources[3]
+    # complete first: its kernel reads no states; then the one for none reads them all. Gaps
+    # first (deposits given, member incomes not): its kernel, which reads the members' states,
+    # serves the complete batches too
+    assert (sources[0] != sources[1]) == complete_first
+    assert "s_h0" not in sources[0] and ("s_m1" in sources[0]) != complete_first
+    assert "s_h0" in sources[1] if complete_first else sources[1] == sources[0]
 
 
 def test_threads_decide_the_same(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -453,13 +468,14 @@ _TEXTS = st.sampled_from(["", "a", "ab\x00", "abcd", "abcde", "physical", "intel
 
 @settings(max_examples=80, deadline=None)
 @given(policy_texts=st.lists(_TEXTS, unique=True), values=st.lists(st.one_of(st.none(), _TEXTS, st.text(max_size=20))),
-       cut=st.integers(0, 5), categorical=st.booleans())
+       cut=st.integers(0, 5), categorical=st.booleans(), chunks=st.integers(1, 3))
 def test_text_codes_read_from_string_views_equal_a_lookup(policy_texts: list[str], values: list[str | None],
-                                                            cut: int, categorical: bool) -> None:
+                                                            cut: int, categorical: bool, chunks: int) -> None:
     """A text column's codes read from its Arrow string views (short texts held in the view,
-    longer ones looked up by polars) are those of a plain lookup, on slices and categoricals."""
+    longer ones compared in its data buffer, or looked up by polars when there are several)
+    are those of a plain lookup, on slices, chunked columns and categoricals."""
     codes = {text: k for k, text in enumerate(policy_texts)}
-    series = pl.Series(values, dtype=pl.String).slice(min(cut, len(values)))
+    series = pl.concat([pl.Series(values, dtype=pl.String)] * chunks, rechunk=False).slice(min(cut, len(values)))
     if categorical:
         series = series.cast(pl.Categorical)
     coded = kernel._text_codes(series, codes)
@@ -500,3 +516,16 @@ def test_a_refused_value_in_a_column_no_kernel_decision_reads_is_reported() -> N
             assert outcomes[0] == outcomes[1] and outcomes[0] and "income_tax_paid" in outcomes[0][0][1]
         else:
             assert outcomes[0].equals(outcomes[1])
+
+
+def test_longer_texts_in_another_data_buffer_are_looked_up_by_polars(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A longer text the kernel's lookup cannot reach (its array has several data buffers) is
+    marked -2 and looked up by polars; the codes are those of a plain lookup."""
+    from policy_engine import _jit
+
+    lookup = _jit.view_codes
+    monkeypatch.setattr(_jit, "view_codes", lambda views, keys, slots, data, *rest: lookup(
+        views, keys, slots, data[:0], *rest))
+    codes = {"traffic_accident": 0, "b": 1, "sudden_illness": 2}
+    series = pl.Series(["sudden_illness", None, "b", "traffic_accident", "c", "traffic_accident_"])
+    assert kernel._text_codes(series, codes)[[0, 2, 3, 4, 5]].tolist() == [2, 1, 0, -1, -1]

@@ -82,15 +82,18 @@ def _inline(w0: Any, w1: Any) -> tuple[Any, Any, bool]:
 
 
 @numba.njit(cache=True, nogil=True)
-def view_codes(views: Any, keys: Any, codes: Any, out: Any) -> None:
-    """The code of each string of an Arrow string-view array held in its view (``views``: its
-    (n, 2) words as uint64), from the open-addressing table ``keys`` (slot: the two words of a
-    text) / ``codes`` (-1: empty slot); -1 for a text not in the table, or one longer than 12
-    bytes (the caller makes sure no text of the table is)."""
+def view_codes(views: Any, keys: Any, codes: Any, data: Any, starts: Any, texts: Any, long_codes: Any,
+               out: Any) -> None:
+    """The code of each string of an Arrow string-view array (``views``: its (n, 2) words as
+    uint64): one of 12 bytes or fewer, held in its view, from the open-addressing table
+    ``keys`` (slot: the two words of a text) / ``codes`` (-1: an empty slot); a longer one
+    compared with each longer text of the table (``texts[starts[t]:starts[t + 1]]``, code
+    ``long_codes[t]``) in ``data``, the array's one data buffer (-2 when it has another: the
+    caller looks that one up). -1 for a text without a code."""
     mask = np.uint64(codes.shape[0] - 1)
     for k in range(views.shape[0]):
         w0, w1, held = _inline(views[k, 0], views[k, 1])
-        code = -1 if held else -2
+        code = -1
         if held:
             slot = ((w0 * _H0) ^ (w1 * _H1)) >> np.uint64(32) & mask
             while codes[slot] != -1:
@@ -98,20 +101,40 @@ def view_codes(views: Any, keys: Any, codes: Any, out: Any) -> None:
                     code = codes[slot]
                     break
                 slot = (slot + np.uint64(1)) & mask
+        elif (w1 & np.uint64(0xFFFFFFFF)) != 0 or data.shape[0] == 0:
+            code = -2
+        else:
+            n = np.int64(w0 & np.uint64(0xFFFFFFFF))
+            at = np.int64(w1 >> np.uint64(32))
+            for t in range(long_codes.shape[0]):
+                a = starts[t]
+                if starts[t + 1] - a != n:
+                    continue
+                same = True
+                for b in range(n):
+                    if data[at + b] != texts[a + b]:
+                        same = False
+                        break
+                if same:
+                    code = long_codes[t]
+                    break
         out[k] = code
 
 
-def text_table(texts: dict[str, int]) -> tuple[Any, Any]:
-    """The table ``view_codes`` looks texts up in: those of ``texts`` of 12 bytes or fewer."""
+def text_table(texts: dict[str, int]) -> tuple[Any, ...]:
+    """The tables ``view_codes`` looks ``texts`` up in: (keys, codes) for those of 12 bytes or
+    fewer, (starts, bytes, codes) for the longer ones."""
     size = 8
     while size < 2 * len(texts):
         size *= 2
     keys = np.zeros((size, 2), dtype=np.uint64)
     codes = np.full(size, -1, dtype=np.int64)
     full = (1 << 64) - 1
+    longer: list[tuple[bytes, int]] = []
     for text, code in texts.items():
         data = text.encode()
         if len(data) > 12:
+            longer.append((data, code))
             continue
         word = len(data).to_bytes(4, "little") + data.ljust(12, b"\0")
         w0, w1 = int.from_bytes(word[:8], "little"), int.from_bytes(word[8:], "little")
@@ -120,4 +143,7 @@ def text_table(texts: dict[str, int]) -> tuple[Any, Any]:
             slot = (slot + 1) & (size - 1)
         keys[slot] = w0, w1
         codes[slot] = code
-    return keys, codes
+    starts = np.zeros(len(longer) + 1, dtype=np.int64)
+    np.cumsum([len(data) for data, _ in longer], out=starts[1:])
+    blob = np.frombuffer(b"".join(data for data, _ in longer) or b"\0", dtype=np.uint8)
+    return keys, codes, starts, blob, np.array([code for _, code in longer], dtype=np.int64)

@@ -253,8 +253,12 @@ class Writer:
     columns."""
 
     def __init__(self, policy: ir.CompiledPolicy, day: dt.date, entity: str,
-                 columns: dict[tuple[str, str], Column], members: bool):
+                 columns: dict[tuple[str, str], Column], members: bool,
+                 null_free: frozenset[tuple[str, str]] = frozenset()):
         self.columns = columns  # (scope, input name) -> Column
+        #: the columns (and ("entity", "members"): the member lists) this kernel is written for
+        #: without nulls: their states are the constant 0, which the compiler folds away
+        self.null_free = null_free
         self.policy = policy
         self.day = day
         self.entity = entity
@@ -289,7 +293,7 @@ class Writer:
 
     def copy(self) -> Writer:
         """A writer that goes on from where this one stands (a decision is tried on a copy)."""
-        other = Writer(self.policy, self.day, self.entity, self.columns, self.members)
+        other = Writer(self.policy, self.day, self.entity, self.columns, self.members, self.null_free)
         other.src = Source(self.src.counter)
         other.block = other.entity_block = list(self.entity_block)
         other.memo = dict(self.memo)
@@ -414,9 +418,12 @@ class Writer:
         index = "j" if scope == "member" else "i"
         if arg not in self.args:
             self.args.append(arg)
-        if states not in self.args:  # (collect may have asked for the states alone)
-            self.args.append(states)
-        state = f"{states}[{index}]"
+        if (scope, node.name) in self.null_free:
+            state = "0"
+        else:
+            if states not in self.args:  # (collect may have asked for the states alone)
+                self.args.append(states)
+            state = f"{states}[{index}]"
         if scope == "member" and node.name in self.guarded:  # checked in an earlier member loop
             word = f"{arg}[{index}, 0]" if given.signed is not None else f"{arg}[{index}]"
             return self.bind(kind, word, state, given.scale, exact=node.type != "text")
@@ -448,6 +455,8 @@ class Writer:
         """A member input's state alone (``collect`` takes the values from the column itself)."""
         if ("member", node.name) not in self.columns:
             raise Unsupported(f"collect of `{node.name}`, a column not given")
+        if ("member", node.name) in self.null_free:
+            return self.bind("bool", "False", "0")
         states = _arg(self.policy, "member", node.name, "s")
         if states not in self.args:
             self.args.append(states)
@@ -1139,8 +1148,8 @@ class Writer:
         if fn not in ("sum", "count", "any", "all", "min", "max", "collect"):
             raise Unsupported(f"aggregate {fn}")
         kind = _kind(e.type)
-        members_unknown = "s_members[i]" if self.members else "False"
-        if self.members and "s_members" not in self.args:
+        members_unknown = "s_members[i]" if self.members and ("entity", "members") not in self.null_free else "False"
+        if members_unknown != "False" and "s_members" not in self.args:
             self.args.append("s_members")
         if not self.members:
             if fn == "collect":
@@ -1267,13 +1276,13 @@ class Written:
 
 def write(policy: ir.CompiledPolicy, day: dt.date, entity: str, wanted: list[ir.DecisionNode],
           columns: dict[tuple[str, str], Column], members: bool,
-          check_owners: bool = False) -> Written:
+          check_owners: bool = False, null_free: frozenset[tuple[str, str]] = frozenset()) -> Written:
     """The kernel for the decisions of ``wanted`` it can write (each is tried on a copy of the
     writer that holds the ones written so far), and the reasons for those it cannot."""
     reasons: dict[str, str] = {}
     written: dict[str, dict[str, Any]] = {}
     try:
-        writer = Writer(policy, day, entity, columns, members)
+        writer = Writer(policy, day, entity, columns, members, null_free)
     except Unsupported as exc:  # the package's rounding unit (10, say): nothing is written
         return Written("", [], {}, {}, {node.id: str(exc) for node in wanted})
     writer.check_owners = check_owners
@@ -1352,6 +1361,8 @@ _KERNELS: dict[str, Any] = {}
 #: one compilation at a time (screen's workers may ask for the same kernel at once)
 _COMPILING = threading.Lock()
 _WRITTEN: dict[tuple[Any, ...], Written] = {}
+#: each layout's columns without nulls in its first batch (see ``decide``)
+_NULL_FREE: dict[tuple[Any, ...], frozenset[tuple[str, str]]] = {}
 
 
 def _cache_dir() -> Path | None:
@@ -1440,8 +1451,9 @@ def _values(series: pl.Series, column: Column, codes: dict[str, int]) -> Any:
 def _text_codes(series: pl.Series, codes: dict[str, int]) -> Any:
     """A text column's codes (-1 for a text without one), read from its Arrow string views: a
     text of 12 bytes or fewer is held in its view, so it is looked up without hashing the
-    string; the longer ones are looked up by polars. A null's code is left as it comes: its
-    state says it is not there."""
+    string; a longer one is compared with the policy's longer texts (by polars, when the array
+    has more than one data buffer). A null's code is left as it comes: its state says it is not
+    there."""
     import numpy as np
     import pyarrow as pa  # type: ignore[import-untyped]
 
@@ -1455,7 +1467,10 @@ def _text_codes(series: pl.Series, codes: dict[str, int]) -> Any:
     views = np.frombuffer(array.buffers()[1], dtype=np.uint64, count=2 * len(array),
                           offset=array.offset * 16).reshape(-1, 2)
     out = np.empty(len(array), dtype=np.int64)
-    _jit.view_codes(views, *_jit.text_table(codes), out)
+    keys, slots, starts, texts, long_codes = _jit.text_table(codes)
+    buffers = array.buffers()  # validity, views, then the data buffers of the longer texts
+    data = np.frombuffer(buffers[2], dtype=np.uint8) if len(buffers) == 3 else np.empty(0, np.uint8)
+    _jit.view_codes(views, keys, slots, data, starts, texts, long_codes, out)
     longer = np.flatnonzero(out == -2)
     if len(longer):
         out[longer] = series.cast(pl.String).gather(longer).replace_strict(
@@ -1614,11 +1629,22 @@ def decide(policy: ir.CompiledPolicy, day: dt.date, entity: str, wanted: list[ir
             keys[_arg(policy, scope, name)] = key
     members = members_df is not None and offsets is not None and "members" in entity_df.columns
     check_owners = bool(owners) and members
-    memo_key = (policy.content_hash, day, entity, tuple(node.id for node in wanted), tuple(sorted(columns.items())),
-                members, check_owners)
+    layout_key = (policy.content_hash, entity, tuple(node.id for node in wanted), tuple(sorted(columns.items())),
+                  members, check_owners)
+    # the columns without nulls: the first batch of a layout fixes the set its kernel is written
+    # for; a later batch with a null in one of them takes the kernel written for none (so a
+    # layout has at most two kernels, whatever its batches hold)
+    free = {key for key, series in ((keys[a], s) for a, s in series_of.items()) if not series.has_nulls()}
+    if members and not entity_df["members"].has_nulls():
+        free.add(("entity", "members"))
+    if len(_NULL_FREE) >= 256:  # (as _WRITTEN below)
+        _NULL_FREE.clear()
+    first = _NULL_FREE.setdefault(layout_key, frozenset(free)) if policy.content_hash else frozenset()
+    null_free = first if first <= free else frozenset()
+    memo_key = (day, null_free) + layout_key
     written = _WRITTEN.get(memo_key) if policy.content_hash else None
     if written is None:
-        written = write(policy, day, entity, wanted, columns, members, check_owners)
+        written = write(policy, day, entity, wanted, columns, members, check_owners, null_free)
         if policy.content_hash:
             if len(_WRITTEN) >= 256:  # (a process deciding many dates and policies)
                 _WRITTEN.clear()
