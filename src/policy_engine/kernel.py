@@ -1639,8 +1639,8 @@ def decide(policy: ir.CompiledPolicy, day: dt.date, entity: str, wanted: list[ir
         free.add(("entity", "members"))
     if len(_NULL_FREE) >= 256:  # (as _WRITTEN below)
         _NULL_FREE.clear()
-    first = _NULL_FREE.setdefault(layout_key, frozenset(free)) if policy.content_hash else frozenset()
-    null_free = first if first <= free else frozenset()
+    fixed = _NULL_FREE.setdefault(layout_key, frozenset(free)) if policy.content_hash else frozenset()
+    null_free = fixed if fixed <= free else frozenset()
     memo_key = (day, null_free) + layout_key
     written = _WRITTEN.get(memo_key) if policy.content_hash else None
     if written is None:
