@@ -54,6 +54,16 @@ def owners_match(owner: Any, off: Any, start: int, end: int) -> bool:
     return True
 
 
+@numba.njit(cache=True, nogil=True)
+def widest(off: Any) -> int:
+    """The most members a household has (``off``: each household's first member, then the
+    number of members), without the temporary array ``np.diff`` would make."""
+    most = 0
+    for h in range(off.shape[0] - 1):
+        most = max(most, off[h + 1] - off[h])
+    return most
+
+
 def decimal_words(array: Any) -> Any:
     """The (low, high) 64-bit words of an Arrow decimal128 array, as a numpy view (no copy)."""
     buffer = array.buffers()[1]

@@ -1677,8 +1677,10 @@ def decide(policy: ir.CompiledPolicy, day: dt.date, entity: str, wanted: list[ir
             return _jit.decimal_words(array)
         return _values(series, columns[key], written.codes)
 
-    # made in the threads (text columns are coded by hashing every value: polars releases the GIL)
-    given = list(_pool().map(argument, written.args)) if len(_parts(n)) > 1 else [argument(a) for a in written.args]
+    # made in the threads when there is work in it (text columns to code, nulls to find)
+    costly = any(a.startswith("s_") or (a in keys and columns[keys[a]].kind in ("str", "bool")) for a in written.args)
+    given = list(_pool().map(argument, written.args)) if costly and len(_parts(n)) > 1 else \
+        [argument(a) for a in written.args]
     # every input array read-only: numba compiles a function for each signature, and a column
     # polars hands over without a copy is read-only while one it copies is not
     given = [a if arg.startswith("o_sel") else _read_only(a) for arg, a in zip(written.args, given)]
@@ -1688,7 +1690,7 @@ def decide(policy: ir.CompiledPolicy, day: dt.date, entity: str, wanted: list[ir
     out = np.empty((layout["_out"], n), dtype=np.int64)
     wide = np.empty((layout["_wide"], n, 2), dtype=np.int64)
     flags = np.empty((layout["_flags"], n), dtype=np.int8)
-    maxm = int(np.max(np.diff(off))) if n else 0  # the most members a household has
+    maxm = int(_jit.widest(off))  # the most members a household has
     # the date as arguments (its day number, year, month, day), not in the source
     when = ((day - EPOCH).days, day.year, day.month, day.day)
     _compile_for(function, off, maxm, when, given, out, wide, flags)
