@@ -529,3 +529,23 @@ def test_longer_texts_in_another_data_buffer_are_looked_up_by_polars(monkeypatch
     codes = {"traffic_accident": 0, "b": 1, "sudden_illness": 2}
     series = pl.Series(["sudden_illness", None, "b", "traffic_accident", "c", "traffic_accident_"])
     assert kernel._text_codes(series, codes)[[0, 2, 3, 4, 5]].tolist() == [2, 1, 0, -1, -1]
+
+
+_NEAR_LIMITS = st.sampled_from([0, 1, 2**51, 2**52 - 1, 2**52, 2**52 + 1, 2**53, 2**61, 2**62 - 1, 2**62, 2**62 + 1,
+                                2**63 - 1, 10**18, 10**19 + 7])
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(households=st.lists(st.tuples(st.lists(st.tuples(_NEAR_LIMITS, _NEAR_LIMITS), max_size=6), _NEAR_LIMITS),
+                           min_size=1, max_size=8))
+def test_amounts_near_the_kernels_bounds_are_decided_exactly(households: list[Any], compiled: dict[str, int]) -> None:
+    """Wages, other income and deposits (in fen) around the kernel's bounds: the read limit
+    (2^52, beyond which a household goes to the scalar path, so that sums and small products
+    of what is read need no guard), LIMIT (2^62) and int64. Every household equals
+    ``decide``: a guard the bounds let the kernel leave out never hides an overflow."""
+    fen = Decimal("0.01")
+    facts = [{"assets": {"deposits": deposits * fen},
+              "members": [{"income": {"wages": wages * fen, "other_counted": other * fen}} for wages, other in members]}
+             for members, deposits in households]
+    assert_equal(SHARED, facts, "2023-07-01")
+    assert compiled.get("dibao")

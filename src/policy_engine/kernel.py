@@ -31,7 +31,7 @@ import os
 import sys
 import tempfile
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -48,6 +48,9 @@ MIN_ROWS = 20_000
 #: bound on every fixed-point value the kernel holds: sums and differences of two such values
 #: still fit int64
 LIMIT = 2**62
+#: a number read from a column is at most this (in units of its scale; else its household goes
+#: to the scalar path), so that sums and small products of inputs need no guard
+INPUT_LIMIT = 2**52
 #: 10^33: the scalar path divides in 34 digits; a quotient stays exact below this (``round_to``)
 DIGITS_33 = 10**33
 
@@ -165,6 +168,20 @@ class Val:
     exact: bool = True
     sel: str | None = None
     of: str | None = None  # the member input a ``list`` collects
+    #: the largest magnitude a number can have where it is known (its household not sent to the
+    #: scalar path): an operation whose result cannot pass LIMIT needs no guard
+    bound: int = 2**62
+
+
+def _magnitude(v: Val, scale: int) -> int:
+    """The largest magnitude of ``v``'s integer at ``scale`` (not below its own): a constant's
+    own, else its bound, or LIMIT once rescaling it is guarded."""
+    factor = int(10 ** (scale - v.scale))
+    if v.kind == "null":
+        return 0
+    if _literal(v.v):
+        return abs(int(v.v)) * factor
+    return min(v.bound * factor, LIMIT)
 
 
 def _arg(policy: ir.CompiledPolicy, scope: str, name: str, what: str = "v") -> str:
@@ -311,7 +328,7 @@ class Writer:
     def emit(self, line: str) -> None:
         self.block.append(line)
 
-    def bind(self, kind: str, v: str, s: str, scale: int = 0, exact: bool = True) -> Val:
+    def bind(self, kind: str, v: str, s: str, scale: int = 0, exact: bool = True, bound: int = LIMIT) -> Val:
         """``v`` and its state ``s`` held in fresh variables. (A value whose state is not 0 may
         hold anything: every use of a value reads its state first.)"""
         if _literal(v) and s.isdigit():  # a constant: written where it is used
@@ -319,7 +336,7 @@ class Writer:
         name = self.src.fresh("x")
         self.emit(f"{name}_s = {s}")
         self.emit(f"{name} = {v}")
-        return Val(kind, name, f"{name}_s", scale, exact=exact)
+        return Val(kind, name, f"{name}_s", scale, exact=exact, bound=bound)
 
     def guard(self, condition: str) -> None:
         """Send the household to the scalar path where ``condition`` holds."""
@@ -337,7 +354,7 @@ class Writer:
             raise Unsupported("a quotient kept unrounded")
         if (v.v.isidentifier() or _literal(v.v)) and (v.s.isidentifier() or v.s.isdigit()):
             return v
-        return self.bind(v.kind, v.v, v.s, v.scale, v.exact)
+        return self.bind(v.kind, v.v, v.s, v.scale, v.exact, v.bound)
 
     def null(self, kind: str) -> Val:
         return Val(kind, _zero(kind), "1")
@@ -426,7 +443,8 @@ class Writer:
             state = f"{states}[{index}]"
         if scope == "member" and node.name in self.guarded:  # checked in an earlier member loop
             word = f"{arg}[{index}, 0]" if given.signed is not None else f"{arg}[{index}]"
-            return self.bind(kind, word, state, given.scale, exact=node.type != "text")
+            return self.bind(kind, word, state, given.scale, exact=node.type != "text",
+                             bound=INPUT_LIMIT if kind == "num" else LIMIT)
         if scope == "member":
             self.pending_guards.add(node.name)
         if node.type == "enum":
@@ -444,9 +462,10 @@ class Writer:
                 bad.append(f"(abs({v.v}) >= {10 ** (DECIMAL_DIGITS + given.scale)})")
             if bad:
                 self.emit(f"bad = bad | (({v.s} == 0) & ({' | '.join(bad)}))")
-        if kind == "num":  # every value the kernel holds is within LIMIT
+        if kind == "num":  # every number read is within INPUT_LIMIT
             # (not abs(): it wraps for -2^63, a value an int64 column can hold)
-            self.guard(f"({v.v} > {LIMIT}) | ({v.v} < {-LIMIT})")
+            self.guard(f"({v.v} > {INPUT_LIMIT}) | ({v.v} < {-INPUT_LIMIT})")
+            v = replace(v, bound=INPUT_LIMIT)
         elif kind == "date":  # years 1 to 9999, as the scalar path holds dates
             self.guard(f"({v.v} < {FIRST_DAY}) | ({v.v} > {LAST_DAY})")
         return v
@@ -922,7 +941,8 @@ class Writer:
             if abs(value) > LIMIT:
                 raise Unsupported("a constant beyond 62 bits")
             return repr(value)
-        self.guard(f"abs({v.v}) > {LIMIT // factor}")
+        if v.bound * factor > LIMIT:
+            self.guard(f"abs({v.v}) > {LIMIT // factor}")
         return f"({v.v} * {factor})"
 
     def compare(self, op: str, a: Val, b: Val) -> Val:
@@ -990,8 +1010,11 @@ class Writer:
         if op in ("+", "-"):
             scale = max(a.scale, b.scale)
             x, y = self.rescale(a, scale), self.rescale(b, scale)
-            self.guard(f"(abs({x}) > {LIMIT // 2}) | (abs({y}) > {LIMIT // 2})")
-            return self.bind("num", f"{x} {op} {y}", state, scale)
+            bound = _magnitude(a, scale) + _magnitude(b, scale)
+            if bound > LIMIT:
+                self.guard(f"(abs({x}) > {LIMIT // 2}) | (abs({y}) > {LIMIT // 2})")
+                bound = LIMIT
+            return self.bind("num", f"{x} {op} {y}", state, scale, bound=bound)
         if op == "*":
             return self._multiply(a, b, state)
         if op in ("//", "%"):
@@ -1019,15 +1042,18 @@ class Writer:
         if scale > 24:
             raise Unsupported(f"a product with {scale} decimal places")
         # |a·b| <= LIMIT
-        if _literal(a.v) or _literal(b.v):
-            c, x = (a.v, b.v) if _literal(a.v) else (b.v, a.v)
-            if int(c) != 0 and not _literal(x):
-                self.guard(f"abs({x}) > {LIMIT // abs(int(c))}")
-            elif _literal(x) and abs(int(c) * int(x)) > LIMIT:
-                raise Unsupported("a constant beyond 62 bits")
-        else:  # in floating point, with a margin of 2 (its rounding errs by 1 part in 2^53)
-            self.guard(f"abs(float({a.v}) * float({b.v})) > {float(LIMIT // 2)!r}")
-        return self.bind("num", f"{a.v} * {b.v}", state, scale)
+        bound = _magnitude(a, a.scale) * _magnitude(b, b.scale)
+        if bound > LIMIT:
+            bound = LIMIT
+            if _literal(a.v) or _literal(b.v):
+                c, x = (a.v, b.v) if _literal(a.v) else (b.v, a.v)
+                if int(c) != 0 and not _literal(x):
+                    self.guard(f"abs({x}) > {LIMIT // abs(int(c))}")
+                elif _literal(x) and abs(int(c) * int(x)) > LIMIT:
+                    raise Unsupported("a constant beyond 62 bits")
+            else:  # in floating point, with a margin of 2 (its rounding errs by 1 part in 2^53)
+                self.guard(f"abs(float({a.v}) * float({b.v})) > {float(LIMIT // 2)!r}")
+        return self.bind("num", f"{a.v} * {b.v}", state, scale, bound=bound)
 
     def rounded(self, e: ir.Expr, k: int, mode: str) -> Val:
         """``e`` rounded to ``k`` places, the rounding pushed into the branches of an ``if`` (as
@@ -1053,16 +1079,20 @@ class Writer:
                 raise Unsupported("a quotient the scalar path may round in 34 digits")
             num = self.rescale(a, a.scale + e) if e > 0 else a.v
             den = self.rescale(b, b.scale - e) if e < 0 else b.v
-            return self._divide(num, den, v.s, k, mode)
+            return self._divide(num, den, v.s, k, mode, bound=_magnitude(a, a.scale + max(e, 0)))
         if k >= v.scale:
-            return Val("num", self.rescale(v, k), v.s, k) if k > v.scale else v
+            return Val("num", self.rescale(v, k), v.s, k, bound=_magnitude(v, k)) if k > v.scale else v
         if 10 ** (v.scale - k) > LIMIT:
             raise Unsupported(f"rounding a value of {v.scale} places to {k}")
-        return self._divide(v.v, repr(10 ** (v.scale - k)), v.s, k, mode, known_divisor=True)
+        return self._divide(v.v, repr(10 ** (v.scale - k)), v.s, k, mode, known_divisor=True,
+                            bound=_magnitude(v, v.scale))
 
-    def _divide(self, num: str, den: str, state: str, k: int, mode: str, known_divisor: bool = False) -> Val:
+    def _divide(self, num: str, den: str, state: str, k: int, mode: str, known_divisor: bool = False,
+                bound: int = LIMIT) -> Val:
         """num / den rounded to a whole number by ``mode``: the value at scale ``k``. A zero
-        divisor gives null."""
+        divisor gives null. ``bound``: the numerator's largest magnitude; the quotient's is no
+        larger (a whole divisor of 1 leaves it as it is, one of 2 or more at most halves it and
+        rounding adds 1), or, dividing by a known power of ten, that divided by it, plus 1."""
         n, d, q, r, out = (self.src.fresh(s) for s in ("nm", "dn", "qt", "rm", "rd"))
         self.emit(f"{n} = {num}")
         self.emit(f"{d} = {den}")
@@ -1089,7 +1119,9 @@ class Writer:
         else:
             raise Unsupported(f"rounding mode {mode}")
         self.emit(f"{out} = {q} + sel({bump}, 1, 0)")
-        return Val("num", out, f"{out}_s", max(k, 0))
+        bound = min(bound, LIMIT)
+        bound = bound // int(den) + 1 if known_divisor else max(bound, 1)
+        return Val("num", out, f"{out}_s", max(k, 0), bound=bound)
 
     def call(self, e: ir.Call) -> Val:
         fn = e.function
@@ -1119,9 +1151,10 @@ class Writer:
                 raise Unsupported(f"{fn} of {', '.join(v.kind for v in vs)}")
             scale = max(v.scale for v in vs)
             cols = [self.rescale(v, scale) for v in vs]
-            return self.bind(kind, f"{fn}({', '.join(cols)})", state, scale)
+            bound = max(_magnitude(v, scale) for v in vs) if kind == "num" else LIMIT
+            return self.bind(kind, f"{fn}({', '.join(cols)})", state, scale, bound=bound)
         if fn == "abs" and vs[0].kind == "num":
-            return self.bind("num", f"abs({vs[0].v})", vs[0].s, vs[0].scale)
+            return self.bind("num", f"abs({vs[0].v})", vs[0].s, vs[0].scale, bound=_magnitude(vs[0], vs[0].scale))
         if fn == "age" and vs[0].kind == "date":
             return self.bind("num", f"age_on({vs[0].v}, asof_y, asof_m, asof_d)", vs[0].s, 0)
         if fn == "days_between" and all(v.kind == "date" for v in vs):
