@@ -549,3 +549,78 @@ def test_amounts_near_the_kernels_bounds_are_decided_exactly(households: list[An
              for members, deposits in households]
     assert_equal(SHARED, facts, "2023-07-01")
     assert compiled.get("dibao")
+
+
+def test_a_parameter_key_without_a_value_matters_only_in_the_branch_that_reads_it(compiled: dict[str, int]) -> None:
+    """``if tiered then amount[tier] else 100``: a tier with no amount sends a household to the
+    scalar path only where the scalar path looks the amount up (tiered); elsewhere the kernel
+    decides it. Every household equals ``decide``."""
+    label = {"zh": "x", "en": "x"}
+    module = {
+        "inputs": {"tiered": {"path": "tiered", "type": "boolean", "label": label},
+                   "tier": {"path": "tier", "type": "enum", "values": ["A", "B", "C"], "label": label}},
+        "parameters": {"amount": {"type": "money", "unit": "yuan_per_month", "label": label, "by": ["tier"],
+                                  "values": {"2022-01-01": {"A": 450, "B": 350}}, "provenance": "illustrative",
+                                  "cite": "s §1"}},
+        "decisions": {
+            "pay": {"label": label, "cite": "s §1", "type": "money", "value": "amount if tiered else 100"},
+        },
+    }
+    engine = engine_for(module)
+    facts = [{"tiered": t, "tier": k} for t in (True, False) for k in ("A", "B", "C")] + [{"tier": "C"}, {"tiered": False}]
+    result = decide_batch(engine, facts, "2023-01-01")
+    assert compiled.get("pay")
+    for row, case in zip(result.to_dicts(), facts):
+        decision = engine.decide(case, "2023-01-01")
+        assert row["pay.status"] == decision["pay"].status
+        assert same_value(row["pay.value"], decision["pay"].outputs.get("value"))
+    # only the tiered household of tier C (no amount) is left to the scalar path
+    assert result["_fallback"].arg_true().to_list() == [2]
+
+
+def test_a_value_kept_for_other_uses_is_guarded_wherever_it_is_first_written(compiled: dict[str, int]) -> None:
+    """A derived value with a keyed parameter, first written in an `if` branch (decision `a_pay`)
+    and read outside one (decision `b_other`): its missing key is guarded wherever the value is
+    used, so every household of tier C goes to the scalar path, and all equal ``decide``."""
+    label = {"zh": "x", "en": "x"}
+    module = {
+        "inputs": {"tiered": {"path": "tiered", "type": "boolean", "label": label},
+                   "tier": {"path": "tier", "type": "enum", "values": ["A", "B", "C"], "label": label}},
+        "parameters": {"amount": {"type": "money", "unit": "yuan_per_month", "label": label, "by": ["tier"],
+                                  "values": {"2022-01-01": {"A": 450, "B": 350}}, "provenance": "illustrative",
+                                  "cite": "s §1"}},
+        "derived": {"tier_amount": {"type": "money", "label": label, "expr": "amount", "cite": "s §1"}},
+        "decisions": {
+            "a_pay": {"label": label, "cite": "s §1", "type": "money", "value": "tier_amount if tiered else 100"},
+            "b_other": {"label": label, "cite": "s §1", "type": "money", "value": "tier_amount + 1"},
+        },
+    }
+    engine = engine_for(module)
+    facts = [{"tiered": t, "tier": k} for t in (True, False) for k in ("A", "B", "C")] + [{"tier": "C"}]
+    result = decide_batch(engine, facts, "2023-01-01")
+    assert compiled.get("a_pay") and compiled.get("b_other")
+    assert [node.id for node in engine.select("household", None)] == ["a_pay", "b_other"]  # written in this order
+    for row, case in zip(result.to_dicts(), facts):
+        decision = engine.decide(case, "2023-01-01")
+        for did in ("a_pay", "b_other"):
+            assert row[f"{did}.status"] == decision[did].status
+            assert same_value(row[f"{did}.value"], decision[did].outputs.get("value"))
+    assert result["_fallback"].arg_true().to_list() == [2, 5, 6]
+
+
+def test_a_null_whose_string_view_holds_anything_is_not_read() -> None:
+    """A null slot's Arrow string view may hold anything (found by review: one claiming a long
+    text far beyond the data buffer made the lookup read past it); the given texts are coded."""
+    import numpy as np
+    import pyarrow as pa
+
+    data = b"northern-region" + b"\0" * 17
+    views = np.zeros((3, 2), dtype=np.uint64)
+    views[0, 0] = 15 | (int.from_bytes(data[:4], "little") << 32)  # "northern-region": buffer 0, offset 0
+    views[1] = views[0]
+    views[1, 1] = (2**26) << 32  # the null: an offset far beyond the buffer
+    views[2] = views[0]
+    validity = pa.py_buffer(np.packbits(np.array([1, 0, 1], dtype=bool), bitorder="little"))
+    array = pa.Array.from_buffers(pa.string_view(), 3, [validity, pa.py_buffer(views), pa.py_buffer(data)])
+    coded = kernel._text_codes(pl.Series(pl.from_arrow(array)), {"northern-region": 4, "south": 5})
+    assert coded[[0, 2]].tolist() == [4, 4]

@@ -116,6 +116,9 @@ def view_codes(views: Any, keys: Any, codes: Any, data: Any, starts: Any, texts:
         else:
             n = np.int64(w0 & np.uint64(0xFFFFFFFF))
             at = np.int64(w1 >> np.uint64(32))
+            if at + n > data.shape[0]:  # (a null's view may hold anything: read nothing beyond)
+                out[k] = -2
+                continue
             for t in range(long_codes.shape[0]):
                 a = starts[t]
                 if starts[t + 1] - a != n:

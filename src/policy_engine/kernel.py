@@ -31,6 +31,8 @@ import os
 import sys
 import tempfile
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from decimal import Decimal
 from pathlib import Path
@@ -173,6 +175,16 @@ class Val:
     bound: int = 2**62
 
 
+def _then(c: Val) -> str:
+    """Where the scalar path evaluates the `then` branch of an `if` on ``c``: ``c`` true."""
+    return f"({c.s} == 0) & {c.v}"
+
+
+def _otherwise(c: Val) -> str:
+    """Where it evaluates the other branch: ``c`` false or null (not unknown: then neither)."""
+    return f"({c.s} != 2) & ((({c.s} == 0) & {c.v}) == False)"
+
+
 def _magnitude(v: Val, scale: int) -> int:
     """The largest magnitude of ``v``'s integer at ``scale`` (not below its own): a constant's
     own, else its bound, or LIMIT once rescaling it is guarded."""
@@ -307,6 +319,10 @@ class Writer:
         self.pending: dict[str, tuple[int, str, int, bool]] = {}
         self.pending_guards: set[str] = set()
         self.slots = 0
+        #: where the code being written is evaluated by the scalar path (the conditions of the
+        #: `if` branches it is in): a parameter key with no value sends the household to the
+        #: scalar path only there. Empty while a value kept for other uses is written
+        self.taken: list[str] = []
 
     def copy(self) -> Writer:
         """A writer that goes on from where this one stands (a decision is tried on a copy)."""
@@ -321,6 +337,7 @@ class Writer:
         other.check_owners, other.owner_checked = self.check_owners, self.owner_checked
         other.scratch, other.guarded = dict(self.scratch), set(self.guarded)
         other.slots = self.slots
+        other.taken = list(self.taken)
         return other
 
     # -- writing ------------------------------------------------------------------------------
@@ -338,9 +355,23 @@ class Writer:
         self.emit(f"{name} = {v}")
         return Val(kind, name, f"{name}_s", scale, exact=exact, bound=bound)
 
-    def guard(self, condition: str) -> None:
-        """Send the household to the scalar path where ``condition`` holds."""
+    def guard(self, condition: str, lazy: bool = False) -> None:
+        """Send the household to the scalar path where ``condition`` holds (``lazy``: and the
+        scalar path evaluates the code being written, see ``taken``)."""
+        if lazy and self.taken:
+            condition = " & ".join(f"({c})" for c in [*self.taken, condition])
         self.emit(f"fb = fb | ({condition})")
+
+    @contextmanager
+    def branch(self, condition: str | None) -> Iterator[None]:
+        """Code written here is evaluated by the scalar path where ``condition`` holds (None:
+        wherever the code around it is; a value kept for other uses)."""
+        saved = self.taken
+        self.taken = [*saved, condition] if condition is not None else []
+        try:
+            yield
+        finally:
+            self.taken = saved
 
     def code(self, text: str) -> int:
         """The code of a text (codes are given in the order texts are met)."""
@@ -374,9 +405,11 @@ class Writer:
                 v = self.bind(kind, f"scr[{slot}, jj]" + (" != 0" if kind == "bool" else ""), f"scrs[{slot}, jj]",
                               scale, exact)
             elif name in self.inputs:
-                v = self.input_value(self.inputs[name], "member")
+                with self.branch(None):
+                    v = self.input_value(self.inputs[name], "member")
             else:
-                v = self.derived_value(self.derived[name])
+                with self.branch(None):
+                    v = self.derived_value(self.derived[name])
                 if v.kind in ("num", "bool", "str", "date"):  # kept for the member loops after this one
                     slot = self.slots
                     self.slots += 1
@@ -397,8 +430,8 @@ class Writer:
             raise Unsupported(f"member value `{name}` read outside an aggregate")
         # an entity-level value is written with the household's lines, even when a member loop
         # asks for it (it is then computed before that loop)
-        saved = self.block, self.member_memo
-        self.block, self.member_memo = self.entity_block, None
+        saved = self.block, self.member_memo, self.taken
+        self.block, self.member_memo, self.taken = self.entity_block, None, []
         try:
             if name in self.inputs:
                 v = self.input_value(self.inputs[name], "entity")
@@ -418,7 +451,7 @@ class Writer:
             else:  # pragma: no cover - the compiler resolves every name
                 raise Unsupported(f"name `{name}`")
         finally:
-            self.block, self.member_memo = saved
+            self.block, self.member_memo, self.taken = saved
         self.memo[name] = v
         return v
 
@@ -526,8 +559,10 @@ class Writer:
                 self.emit(f"{name}_s = sel({hit}, {entry.s}, {name}_s)")
                 self.emit(f"{name} = sel({hit}, {self.rescale(entry, scale) if kind == 'num' else entry.v}, {name})")
         # a key with no value on this date: the scalar path says the decision is not in force
-        self.guard(f"{name}_h == False")
-        return Val(kind, name, f"{name}_s", scale)
+        # (where it looks the parameter up: not in an `if` branch it does not take)
+        self.guard(f"{name}_h == False", lazy=True)
+        bound = max((_magnitude(v, scale) for v in values.values() if v.kind == "num"), default=0)
+        return Val(kind, name, f"{name}_s", scale, bound=bound if kind == "num" else LIMIT)
 
     def _key_test(self, d: Val, part: str) -> str | None:
         """The test that dimension value ``d`` is the key ``part`` (as the scalar path spells a
@@ -888,7 +923,11 @@ class Writer:
             return Val("bool", name, f"{name}_s")
         if isinstance(e, ir.IfElse):
             c = self.settle(self.expr(e.condition))
-            return self._ifelse(c, self.settle(self.expr(e.then)), self.settle(self.expr(e.otherwise)))
+            with self.branch(_then(c)):
+                t = self.settle(self.expr(e.then))
+            with self.branch(_otherwise(c)):
+                o = self.settle(self.expr(e.otherwise))
+            return self._ifelse(c, t, o)
         if isinstance(e, ir.In):
             v = self.settle(self.expr(e.item))
             opts = [self.settle(self.expr(o)) for o in e.options]
@@ -1060,8 +1099,11 @@ class Writer:
         the batch path does: the same values, as rounding commutes with choosing)."""
         if isinstance(e, ir.IfElse):
             c = self.settle(self.expr(e.condition))
-            return self._ifelse(c, self.settle(self.rounded(e.then, k, mode)),
-                                self.settle(self.rounded(e.otherwise, k, mode)))
+            with self.branch(_then(c)):
+                t = self.settle(self.rounded(e.then, k, mode))
+            with self.branch(_otherwise(c)):
+                o = self.settle(self.rounded(e.otherwise, k, mode))
+            return self._ifelse(c, t, o)
         v = self.expr(e)
         if v.kind not in ("num", "div"):
             return v
@@ -1175,6 +1217,10 @@ class Writer:
         raise Unsupported(f"function {fn}() of {', '.join(v.kind for v in vs)}")
 
     def aggregate(self, e: ir.Aggregate) -> Val:
+        with self.branch(None):  # its member loops keep values for the loops after them
+            return self._aggregate(e)
+
+    def _aggregate(self, e: ir.Aggregate) -> Val:
         if self.member_memo is not None:
             raise Unsupported("nested aggregate")
         fn = e.function
