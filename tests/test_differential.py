@@ -70,3 +70,43 @@ def test_a_row_sent_back_for_another_decision_keeps_its_values() -> None:
         test_the_batch_path_equals_the_scalar_path_on_a_random_policy(214)
     finally:
         CASES = saved
+
+
+def test_a_quotient_beyond_int128_goes_to_the_scalar_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Found by review: seed 84 with amounts near 2^52, 2^62, 2^63 and 10^18 (a quarter of the
+    money, decimal and whole-number facts) kept an unrounded quotient whose fixed-point integer
+    was beyond Int128: building its column failed (TypeError) instead of sending those rows to
+    the scalar path."""
+    from decimal import Decimal
+
+    edges = [2**52 - 1, 2**52, 2**52 + 1, 2**51 + 3, 10**15 + 1, 2**53 + 5, 2**59, 10**18 - 1, 2**62 - 1, 2**62,
+             2**62 + 1, 2**63 - 1, 999_999_999_999_999_999, 4503599627370495, 123456789012345678]
+    money, decimal, integer = rp.money, rp.decimal, rp.integer
+
+    def big(r: random.Random, signed: bool = True, whole: bool = False) -> Any:
+        k = r.choice(edges)
+        if signed and r.random() < 0.4:
+            k = -k
+        if whole:
+            return k
+        s = r.choice([0, 0, 1, 2, 2, 3, 6])
+        return Decimal(k % 10**18 if len(str(abs(k))) > 18 else k).scaleb(-s)
+
+    monkeypatch.setattr(rp, "money", lambda r, signed=False: (
+        (big(r, signed) if signed else abs(big(r, signed))) if r.random() < 0.25 else money(r, signed)))
+    monkeypatch.setattr(rp, "decimal", lambda r: big(r, True) if r.random() < 0.25 else decimal(r))
+    monkeypatch.setattr(rp, "integer", lambda r: big(r, True, whole=True) if r.random() < 0.25 else integer(r))
+    module = rp.make_policy(84)
+    rounding = module.pop("_rounding", None)
+    engine = engine_for(module, {**MANIFEST, "rounding": rounding} if rounding else None)
+    r = random.Random(84 * 7919 + 3)
+    as_of = r.choice(rp.AS_OFS)
+    cases = [rp.make_facts(r, r.choice([0.0, 0.05, 0.2])) for _ in range(40)]
+    rows = _batch(engine, cases, as_of)
+    for i, facts in enumerate(cases):
+        decision = engine.decide(facts, as_of)
+        assert isinstance(rows[i], dict), (i, rows[i])
+        for did, outcome in decision.items():
+            assert rows[i][f"{did}.status"] == outcome.status, (i, did)
+            for name, want in outcome.outputs.items():
+                assert same_value(rows[i][f"{did}.{name}"], want), (i, did, name)

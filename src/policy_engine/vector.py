@@ -345,8 +345,9 @@ class Scope:
                 continue
             scaled = q.scaleb(scale, context=CONTEXT)
             whole = scaled.to_integral_value(rounding=ROUND_FLOOR, context=CONTEXT)
-            raw.append(int(whole))
-            bad.append(whole != scaled or abs(whole) >= 10 ** 37)
+            beyond = abs(whole) >= 10 ** 37  # (its row goes to the scalar path: 0 holds its place in Int128)
+            raw.append(0 if beyond else int(whole))
+            bad.append(beyond or whole != scaled)
         name = self.fresh("div")
         self.df = self.df.with_columns(pl.Series(f"v:{name}", raw, dtype=I128),
                                        pl.Series(f"f:{name}", bad, dtype=pl.Boolean))
