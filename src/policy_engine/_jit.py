@@ -98,8 +98,9 @@ def view_codes(views: Any, keys: Any, codes: Any, data: Any, starts: Any, texts:
     uint64): one of 12 bytes or fewer, held in its view, from the open-addressing table
     ``keys`` (slot: the two words of a text) / ``codes`` (-1: an empty slot); a longer one
     compared with each longer text of the table (``texts[starts[t]:starts[t + 1]]``, code
-    ``long_codes[t]``) in ``data``, the array's one data buffer (-2 when it has another: the
-    caller looks that one up). -1 for a text without a code."""
+    ``long_codes[t]``) in ``data``, the array's one data buffer. -1 for a text without a code;
+    -2 for a longer one this cannot read (in another data buffer, or beyond this one, as a
+    null's view may say: it may hold anything): the caller looks it up."""
     mask = np.uint64(codes.shape[0] - 1)
     for k in range(views.shape[0]):
         w0, w1, held = _inline(views[k, 0], views[k, 1])
@@ -111,26 +112,24 @@ def view_codes(views: Any, keys: Any, codes: Any, data: Any, starts: Any, texts:
                     code = codes[slot]
                     break
                 slot = (slot + np.uint64(1)) & mask
-        elif (w1 & np.uint64(0xFFFFFFFF)) != 0 or data.shape[0] == 0:
-            code = -2
         else:
             n = np.int64(w0 & np.uint64(0xFFFFFFFF))
             at = np.int64(w1 >> np.uint64(32))
-            if at + n > data.shape[0]:  # (a null's view may hold anything: read nothing beyond)
-                out[k] = -2
-                continue
-            for t in range(long_codes.shape[0]):
-                a = starts[t]
-                if starts[t + 1] - a != n:
-                    continue
-                same = True
-                for b in range(n):
-                    if data[at + b] != texts[a + b]:
-                        same = False
+            if (w1 & np.uint64(0xFFFFFFFF)) != 0 or at + n > data.shape[0]:
+                code = -2
+            else:
+                for t in range(long_codes.shape[0]):
+                    a = starts[t]
+                    if starts[t + 1] - a != n:
+                        continue
+                    same = True
+                    for b in range(n):
+                        if data[at + b] != texts[a + b]:
+                            same = False
+                            break
+                    if same:
+                        code = long_codes[t]
                         break
-                if same:
-                    code = long_codes[t]
-                    break
         out[k] = code
 
 
