@@ -172,7 +172,7 @@ class Val:
     of: str | None = None  # the member input a ``list`` collects
     #: the largest magnitude a number can have where it is known (its household not sent to the
     #: scalar path): an operation whose result cannot pass LIMIT needs no guard
-    bound: int = 2**62
+    bound: int = LIMIT
 
 
 def _then(c: Val) -> str:
