@@ -551,22 +551,27 @@ def test_amounts_near_the_kernels_bounds_are_decided_exactly(households: list[An
     assert compiled.get("dibao")
 
 
-def test_a_parameter_key_without_a_value_matters_only_in_the_branch_that_reads_it(compiled: dict[str, int]) -> None:
-    """``if tiered then amount[tier] else 100``: a tier with no amount sends a household to the
-    scalar path only where the scalar path looks the amount up (tiered); elsewhere the kernel
-    decides it. Every household equals ``decide``."""
+def _tiered(derived: dict[str, Any], decisions: dict[str, str]) -> pe.Engine:
+    """A policy with an amount by tier that has no value for tier C, and ``decisions`` (id ->
+    money expression)."""
     label = {"zh": "x", "en": "x"}
-    module = {
+    return engine_for({
         "inputs": {"tiered": {"path": "tiered", "type": "boolean", "label": label},
                    "tier": {"path": "tier", "type": "enum", "values": ["A", "B", "C"], "label": label}},
         "parameters": {"amount": {"type": "money", "unit": "yuan_per_month", "label": label, "by": ["tier"],
                                   "values": {"2022-01-01": {"A": 450, "B": 350}}, "provenance": "illustrative",
                                   "cite": "s §1"}},
-        "decisions": {
-            "pay": {"label": label, "cite": "s §1", "type": "money", "value": "amount if tiered else 100"},
-        },
-    }
-    engine = engine_for(module)
+        "derived": {name: {"type": "money", "label": label, "expr": expr, "cite": "s §1"} for name, expr in derived.items()},
+        "decisions": {did: {"label": label, "cite": "s §1", "type": "money", "value": value}
+                      for did, value in decisions.items()},
+    })
+
+
+def test_a_parameter_key_without_a_value_matters_only_in_the_branch_that_reads_it(compiled: dict[str, int]) -> None:
+    """``amount if tiered else 100``: a tier with no amount sends a household to the scalar
+    path only where the scalar path looks the amount up (tiered); elsewhere the kernel decides
+    it. Every household equals ``decide``."""
+    engine = _tiered({}, {"pay": "amount if tiered else 100"})
     facts = [{"tiered": t, "tier": k} for t in (True, False) for k in ("A", "B", "C")] + [{"tier": "C"}, {"tiered": False}]
     result = decide_batch(engine, facts, "2023-01-01")
     assert compiled.get("pay")
@@ -582,20 +587,8 @@ def test_a_value_kept_for_other_uses_is_guarded_wherever_it_is_first_written(com
     """A derived value with a keyed parameter, first written in an `if` branch (decision `a_pay`)
     and read outside one (decision `b_other`): its missing key is guarded wherever the value is
     used, so every household of tier C goes to the scalar path, and all equal ``decide``."""
-    label = {"zh": "x", "en": "x"}
-    module = {
-        "inputs": {"tiered": {"path": "tiered", "type": "boolean", "label": label},
-                   "tier": {"path": "tier", "type": "enum", "values": ["A", "B", "C"], "label": label}},
-        "parameters": {"amount": {"type": "money", "unit": "yuan_per_month", "label": label, "by": ["tier"],
-                                  "values": {"2022-01-01": {"A": 450, "B": 350}}, "provenance": "illustrative",
-                                  "cite": "s §1"}},
-        "derived": {"tier_amount": {"type": "money", "label": label, "expr": "amount", "cite": "s §1"}},
-        "decisions": {
-            "a_pay": {"label": label, "cite": "s §1", "type": "money", "value": "tier_amount if tiered else 100"},
-            "b_other": {"label": label, "cite": "s §1", "type": "money", "value": "tier_amount + 1"},
-        },
-    }
-    engine = engine_for(module)
+    engine = _tiered({"tier_amount": "amount"}, {"a_pay": "tier_amount if tiered else 100",
+                                                 "b_other": "tier_amount + 1"})
     facts = [{"tiered": t, "tier": k} for t in (True, False) for k in ("A", "B", "C")] + [{"tier": "C"}]
     result = decide_batch(engine, facts, "2023-01-01")
     assert compiled.get("a_pay") and compiled.get("b_other")
