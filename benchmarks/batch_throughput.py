@@ -115,7 +115,10 @@ def warm_kernel(engine: Any, source: Path, checked: bool = True) -> float:
     before the clock starts, as the policy itself is loaded before it (and the peers build their
     model before theirs): a batch of the file's first households decided with every batch
     compiled (``checked=False``: as an unchecked ``Split``, whose kernel also checks the members'
-    households). Returns the seconds it took (reported beside the figures, not in them)."""
+    households). Its batch also fixes the columns the kernel takes as having no nulls (those
+    without one among the first households; a timed chunk with a null in one of them would
+    compile the general kernel in the clock: the files here have no column with rare nulls).
+    Returns the seconds it took (reported beside the figures, not in them)."""
     import polars as pl
 
     from policy_engine import kernel
