@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import numba
@@ -133,9 +134,11 @@ def view_codes(views: Any, keys: Any, codes: Any, data: Any, starts: Any, texts:
         out[k] = code
 
 
-def text_table(texts: dict[str, int]) -> tuple[Any, ...]:
-    """The tables ``view_codes`` looks ``texts`` up in: (keys, codes) for those of 12 bytes or
-    fewer, (starts, bytes, codes) for the longer ones."""
+@functools.lru_cache(maxsize=64)
+def text_table(texts: tuple[tuple[str, int], ...]) -> tuple[Any, ...]:
+    """The tables ``view_codes`` looks ``texts`` ((text, code) pairs) up in: (keys, codes) for
+    those of 12 bytes or fewer, (starts, bytes, codes) for the longer ones. Kept per set of
+    texts: a kernel's texts are the same for every column and chunk."""
     size = 8
     while size < 2 * len(texts):
         size *= 2
@@ -143,7 +146,7 @@ def text_table(texts: dict[str, int]) -> tuple[Any, ...]:
     codes = np.full(size, -1, dtype=np.int64)
     full = (1 << 64) - 1
     longer: list[tuple[bytes, int]] = []
-    for text, code in texts.items():
+    for text, code in texts:
         data = text.encode()
         if len(data) > 12:
             longer.append((data, code))

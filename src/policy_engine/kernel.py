@@ -915,12 +915,9 @@ class Writer:
             decides = " | ".join(f"(({v.s} == 0) & ({v.v} == {stop}))" for v in vs)
             unknown = _any_unknown(vs)
             null = " | ".join(f"({v.s} == 1)" for v in vs)
-            name = self.src.fresh("b")
             # an operand that decides wins; else unknown, else null, else the other value
-            self.emit(f"{name}_d = {decides}")
-            self.emit(f"{name}_s = sel({name}_d, 0, sel({unknown}, 2, sel({null}, 1, 0)))")
-            self.emit(f"{name} = sel({name}_d, {stop}, {not stop})")
-            return Val("bool", name, f"{name}_s")
+            return self._settled_by("b", "d", decides, f"sel({{f}}, 0, sel({unknown}, 2, sel({null}, 1, 0)))",
+                                    f"sel({{f}}, {stop}, {not stop})")
         if isinstance(e, ir.IfElse):
             c = self.settle(self.expr(e.condition))
             with self.branch(_then(c)):
@@ -937,16 +934,23 @@ class Writer:
                 eqs.append(f"(({c.s} == 0) & {c.v})")
             found = " | ".join(eqs) or "False"
             unknown = _any_unknown(opts)
-            name = self.src.fresh("in")
-            self.emit(f"{name}_f = {found}")
-            self.emit(f"{name}_s = sel({v.s} != 0, {v.s}, sel({name}_f, 0, sel({unknown}, 2, 0)))")
-            self.emit(f"{name} = sel({name}_f, {not e.negate}, {e.negate})")
-            return Val("bool", name, f"{name}_s")
+            return self._settled_by("in", "f", found, f"sel({v.s} != 0, {v.s}, sel({{f}}, 0, sel({unknown}, 2, 0)))",
+                                    f"sel({{f}}, {not e.negate}, {e.negate})")
         if isinstance(e, ir.Call):
             return self.call(e)
         if isinstance(e, ir.Aggregate):
             return self.aggregate(e)
         raise Unsupported(f"IR node {type(e).__name__}")
+
+    def _settled_by(self, stem: str, mark: str, case: str, state: str, value: str) -> Val:
+        """A yes/no in three lines: whether ``case`` holds (the case that settles it), then its
+        state and value, in which ``{f}`` names that first line's variable."""
+        name = self.src.fresh(stem)
+        flag = f"{name}_{mark}"
+        self.emit(f"{flag} = {case}")
+        self.emit(f"{name}_s = {state.format(f=flag)}")
+        self.emit(f"{name} = {value.format(f=flag)}")
+        return Val("bool", name, f"{name}_s")
 
     def _ifelse(self, c: Val, t: Val, o: Val) -> Val:
         if c.kind not in ("bool", "null"):
@@ -1527,6 +1531,15 @@ def _values(series: pl.Series, column: Column, codes: dict[str, int]) -> Any:
     return np.ascontiguousarray(series.to_numpy())
 
 
+def _one_array(series: pl.Series, newest: bool = False) -> Any:
+    """``series`` as one Arrow array (its chunks combined), to read its buffers; ``newest``:
+    in polars' newest Arrow types (text as string views)."""
+    import pyarrow as pa  # type: ignore[import-untyped]
+
+    array = series.to_arrow(compat_level=pl.CompatLevel.newest()) if newest else series.to_arrow()
+    return array.combine_chunks() if isinstance(array, pa.ChunkedArray) else array
+
+
 def _text_codes(series: pl.Series, codes: dict[str, int]) -> Any:
     """A text column's codes (-1 for a text without one), read from its Arrow string views: a
     text of 12 bytes or fewer is held in its view, so it is looked up without hashing the
@@ -1534,19 +1547,16 @@ def _text_codes(series: pl.Series, codes: dict[str, int]) -> Any:
     has more than one data buffer). A null's code is left as it comes: its state says it is not
     there."""
     import numpy as np
-    import pyarrow as pa  # type: ignore[import-untyped]
 
     from . import _jit
 
-    array = series.cast(pl.String).to_arrow(compat_level=pl.CompatLevel.newest())
-    if isinstance(array, pa.ChunkedArray):
-        array = array.combine_chunks()
+    array = _one_array(series.cast(pl.String), newest=True)
     if len(array) == 0 or array.buffers()[1] is None:
         return np.zeros(len(array), dtype=np.int64)
     views = np.frombuffer(array.buffers()[1], dtype=np.uint64, count=2 * len(array),
                           offset=array.offset * 16).reshape(-1, 2)
     out = np.empty(len(array), dtype=np.int64)
-    keys, slots, starts, texts, long_codes = _jit.text_table(codes)
+    keys, slots, starts, texts, long_codes = _jit.text_table(tuple(codes.items()))
     buffers = array.buffers()  # validity, views, then the data buffers of the longer texts
     data = np.frombuffer(buffers[2], dtype=np.uint8) if len(buffers) == 3 else np.empty(0, np.uint8)
     _jit.view_codes(views, keys, slots, data, starts, texts, long_codes, out)
@@ -1750,10 +1760,7 @@ def decide(policy: ir.CompiledPolicy, day: dt.date, entity: str, wanted: list[ir
             return _states(series_of["v" + arg[1:]])
         series, key = series_of[arg], keys[arg]
         if key in raw:
-            array = series.to_arrow()
-            if not hasattr(array, "buffers"):  # a chunked array
-                array = array.combine_chunks()
-            return _jit.decimal_words(array)
+            return _jit.decimal_words(_one_array(series))
         return _values(series, columns[key], written.codes)
 
     # made in the threads when there is work in it (text columns to code, nulls to find)
@@ -1831,9 +1838,7 @@ def narrow_decimal(series: pl.Series, convert: bool = True) -> tuple[pl.Series |
 
     if not isinstance(series.dtype, pl.Decimal):
         return None
-    array = series.to_arrow()
-    if isinstance(array, pa.ChunkedArray):
-        array = array.combine_chunks()
+    array = _one_array(series)
     if not pa.types.is_decimal128(array.type):
         return None
     nulls = series.is_null()

@@ -2027,7 +2027,7 @@ def _run(engine: Any, population: pl.DataFrame | Split, day: dt.date, entity: st
     specs: list[tuple[ir.DecisionNode, list[tuple[str, str, int]]]] = []
     vouched: set[tuple[str, str]] = set()  # deferred columns the kernel read and found valid
     try:
-        compiled = _kernel_frames(batch, wanted, n, reasons, deferred, vouched, owners)
+        compiled = _kernel_frames(batch, wanted, n, deferred, vouched, owners)
         if owners and not kernel.owners_match(*owners.pop()):  # not checked by a kernel
             raise kernel.OwnersMismatch
     except kernel.OwnersMismatch:
@@ -2077,7 +2077,7 @@ def _run(engine: Any, population: pl.DataFrame | Split, day: dt.date, entity: st
     return result
 
 
-def _kernel_frames(batch: Batch, wanted: list[ir.DecisionNode], n: int, reasons: dict[str, str],
+def _kernel_frames(batch: Batch, wanted: list[ir.DecisionNode], n: int,
                    deferred: dict[tuple[str, str], Deferred], vouched: set[tuple[str, str]],
                    owners: list[tuple[pl.Series, pl.Series]]
                    ) -> dict[str, tuple[pl.DataFrame, list[tuple[str, str, int]]]]:
@@ -2100,7 +2100,7 @@ def _kernel_frames(batch: Batch, wanted: list[ir.DecisionNode], n: int, reasons:
             if segments is None:  # members not in household order: the polars plan groups them
                 return {}
             offsets = kernel.offsets_of(segments[2])
-    skipped: dict[str, str] = {}
+    skipped: dict[str, str] = {}  # (why the kernel wrote no code for a decision: the polars plan says its own)
     raw = {key: (d.node.type == "decimal" or d.node.path[-1] in _SIGNED_MONEY) for key, d in deferred.items()}
     return kernel.decide(batch.policy, day, batch.entity, in_force, batch.h.df,
                          batch.m.df if batch.m is not None else None, batch.scales, offsets, skipped, raw, vouched,
